@@ -1,0 +1,156 @@
+"""The ``stellar-ray`` command line. Thin: each command parses its options and calls one
+function of the package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .spectra.errors import SpectraError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Machine-learning stellar spectroscopy at survey scale on Ray.")
+console = Console()
+err_console = Console(stderr=True)
+
+Address = Annotated[str | None, typer.Option(
+    help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")]
+StorageOptions = Annotated[str | None, typer.Option(
+    "--storage-options", help="JSON object passed to fsspec (e.g. an S3 endpoint_url)")]
+
+
+def _storage(text: str | None) -> dict | None:
+    return None if text is None else json.loads(text)
+
+
+def _fail(err: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="files, directories or globs (URLs)")],
+    to: Annotated[str, typer.Option("--to", help="URL of the new dataset")],
+    grid: Annotated[str | None, typer.Option(
+        help="lrs, hrs, START:STOP:STEP (Å) or a grid YAML; default: the first file's grid")
+    ] = None,
+    medium: Annotated[str, typer.Option(help="medium of --grid: air or vacuum")] = "vacuum",
+    assume_medium: Annotated[str, typer.Option(
+        help="medium of files that do not state it")] = "vacuum",
+    flux_unit: Annotated[str | None, typer.Option(
+        help="flux unit of the dataset (astropy string; '' = normalised)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file of ingest options (command-line values win)")] = None,
+    mask_nonfinite: Annotated[bool, typer.Option(
+        help="mask NaN/inf flux pixels instead of rejecting the spectrum")] = False,
+    estimate_sigma: Annotated[bool, typer.Option(
+        help="estimate missing uncertainties with DER_SNR")] = False,
+    id_key: Annotated[str | None, typer.Option(
+        help="header keyword or column holding the spectrum id")] = None,
+    rows_per_shard: Annotated[int | None, typer.Option()] = None,
+    files_per_task: Annotated[int | None, typer.Option()] = None,
+    survey: Annotated[str | None, typer.Option()] = None,
+    mode: Annotated[str | None, typer.Option(help="instrument mode, e.g. LRS or HRS")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing dataset")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Ingest FITS, HDF5, NumPy or CSV spectra into a sharded dataset."""
+    from .runtime import init_ray
+    from .spectra.ingest import IngestOptions, ingest as run_ingest
+    from .spectra.ingest.options import ReaderOptions
+    from .spectra.presets import parse_grid
+
+    try:
+        base = yaml.safe_load(config.read_text()) if config else {}
+        opts = IngestOptions.model_validate(base or {})
+        updates: dict = {"overwrite": overwrite or opts.overwrite,
+                         "mask_nonfinite": mask_nonfinite or opts.mask_nonfinite,
+                         "estimate_sigma": estimate_sigma or opts.estimate_sigma}
+        if grid is not None:
+            updates["grid"] = parse_grid(grid, medium=medium)
+        for name, value in (("flux_unit", flux_unit), ("rows_per_shard", rows_per_shard),
+                            ("files_per_task", files_per_task), ("survey", survey),
+                            ("mode", mode)):
+            if value is not None:
+                updates[name] = value
+        reader = opts.reader.model_dump()
+        reader.update({"assume_medium": assume_medium} if assume_medium else {})
+        if id_key:
+            reader["id_key"] = id_key
+        updates["reader"] = ReaderOptions.model_validate(reader)
+        opts = IngestOptions.model_validate({**opts.model_dump(), **updates})
+        init_ray(address)
+        summary = run_ingest(sources, to, opts, storage_options=_storage(storage_options))
+    except (SpectraError, ValueError) as err:
+        _fail(err)
+    console.print(f"ingested [bold]{summary.spectra}[/] spectra from {summary.files} files "
+                  f"into {summary.shards} shards at {summary.url}")
+    if summary.rejects:
+        console.print(f"[yellow]{len(summary.rejects)} set aside[/] (see "
+                      f"{summary.url}/_rejects.parquet):")
+        for r in summary.rejects[:10]:
+            where = r.file + (f" row {r.row}" if r.row is not None else "")
+            console.print(f"  {where}: {r.field or ''}: {r.reason}")
+    if summary.dropped_labels:
+        console.print(f"{summary.dropped_labels} label values dropped (labels not in the "
+                      "first file; name them in the config's 'labels')")
+
+
+@app.command()
+def info(url: str, storage_options: StorageOptions = None) -> None:
+    """Print what a dataset holds (from its manifest)."""
+    from .spectra.dataset import load_manifest
+
+    try:
+        m = load_manifest(url, _storage(storage_options))
+    except SpectraError as err:
+        _fail(err)
+    table = Table(show_header=False)
+    wave = m.grid.wavelength()
+    table.add_row("spectra", f"{m.num_rows} in {len(m.shards)} shards")
+    table.add_row("grid", f"{m.npix} pixels, {wave[0]:.2f}–{wave[-1]:.2f} Å ({m.grid.medium}),"
+                  f" arms {', '.join(a.name for a in m.grid.arms)}")
+    table.add_row("flux unit", m.flux_unit or "normalised")
+    table.add_row("uncertainties", m.uncertainties)
+    table.add_row("labels", ", ".join(f"{lab.name} [{lab.unit or '-'}]" for lab in m.labels)
+                  or "none")
+    table.add_row("produced by", f"{m.provenance.producer} {m.provenance.code_version} "
+                  f"at {m.provenance.created}")
+    console.print(table)
+
+
+@app.command()
+def validate(url: str, storage_options: StorageOptions = None) -> None:
+    """Check every shard of a dataset: checksums, schema, values, unique ids."""
+    from .spectra.dataset import validate_dataset
+
+    try:
+        m = validate_dataset(url, _storage(storage_options))
+    except SpectraError as err:
+        _fail(err)
+    console.print(f"[green]valid[/]: {m.num_rows} spectra in {len(m.shards)} shards")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="where everything goes")] = Path("demo-output"),
+    address: Address = None,
+) -> None:
+    """Run the small end-to-end survey on the embedded defaults."""
+    from .demo import run_demo
+    from .runtime import init_ray
+
+    init_ray(address)
+    run_demo(out, console)
+
+
+if __name__ == "__main__":
+    app()

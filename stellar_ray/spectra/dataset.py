@@ -160,22 +160,27 @@ def read_shard(
             source: Any = pa.BufferReader(data)
         else:
             source = retrying(lambda: fs.open(path, "rb"), f"open {path}")
+        file_schema = pq.read_schema(source)
+        _check_schema(file_schema, manifest, where, columns)
         table = pq.read_table(source, columns=list(columns) if columns else None,
                               filters=filters)
     except FileNotFoundError as err:
         raise SpectraError("shard listed in the manifest is missing", file=where) from err
     except (pa.ArrowInvalid, OSError) as err:
         raise SpectraError(f"not a readable Parquet shard ({err})", file=where) from err
-    _check_schema(table, manifest, where)
     if filters is None and table.num_rows != record.rows:
         raise SpectraError(f"{table.num_rows} rows, the manifest records {record.rows}",
                            file=where)
     return table
 
 
-def _check_schema(table: pa.Table, manifest: Manifest, where: str) -> None:
+def _check_schema(schema: pa.Schema, manifest: Manifest, where: str,
+                  columns: Sequence[str] | None) -> None:
     expected = manifest.arrow_schema()
-    for f in table.schema:
+    for name in columns or expected.names:
+        if name not in schema.names:
+            raise SpectraError("column missing from the shard", file=where, field=name)
+    for f in schema:
         if f.name not in expected.names:
             raise SpectraError("column not in the dataset schema", file=where, field=f.name)
         want = expected.field(f.name).type

@@ -127,12 +127,12 @@ class WavelengthGrid(BaseModel):
             if np.allclose(d, d.mean(), rtol=1e-9, atol=0):
                 arm = ArmGrid(name=name, kind="linear", start=wave[0], step=d.mean(),
                               npix=wave.size)
-                if np.array_equal(arm.wavelength(), wave):
+                if np.allclose(arm.wavelength(), wave, rtol=1e-11, atol=0):
                     return cls(arms=[arm], medium=medium)
             dl = np.diff(np.log10(wave))
             if np.allclose(dl, dl.mean(), rtol=1e-9, atol=0):
                 arm = ArmGrid(name=name, kind="log10", start=wave[0], step=dl.mean(),
                               npix=wave.size)
-                if np.array_equal(arm.wavelength(), wave):
+                if np.allclose(arm.wavelength(), wave, rtol=1e-11, atol=0):
                     return cls(arms=[arm], medium=medium)
         return cls(arms=[ArmGrid(name=name, kind="table", values=wave.tolist())], medium=medium)

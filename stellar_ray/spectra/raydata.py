@@ -117,16 +117,22 @@ def read_spectra(
     fetched). ``read_args`` go to :func:`ray.data.read_datasource`.
     """
     manifest = load_manifest(url, storage_options)
+    known = manifest.arrow_schema().names
+    filter_columns = [p[0] for p in _predicates(filter)]
+    for name in [*(columns or []), *filter_columns]:
+        if name not in known:
+            raise SpectraError(f"no such column; the dataset has {known}", file=url, field=name)
     cols = None
     if columns is not None:
-        known = manifest.arrow_schema().names
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise SpectraError(f"no such column; the dataset has {known}", file=url,
-                               field=unknown[0])
         cols = [ID_COLUMN] + [c for c in columns if c != ID_COLUMN]
     source = SpectraDatasource(url, manifest, cols, filter, verify, storage_options)
     return ray.data.read_datasource(source, **read_args)
+
+
+def _predicates(filters: Filters | None) -> list[tuple[str, str, Any]]:
+    if not filters:
+        return []
+    return list(filters) if isinstance(filters[0], tuple) else [p for c in filters for p in c]
 
 
 def _write_block(batch: pa.Table, url: str, manifest: Manifest,

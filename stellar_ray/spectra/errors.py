@@ -46,3 +46,7 @@ class ChecksumError(SpectraError):
 
 class DatasetNotFound(SpectraError):
     """No manifest at the given URL."""
+
+
+class StorageError(SpectraError):
+    """Storage that cannot be used: no credentials, access denied, or unreachable."""

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .errors import StorageError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -113,19 +115,43 @@ def _transient(err: BaseException) -> bool:
     )
 
 
+_CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "InvalidAccessKeyId",
+                      "SignatureDoesNotMatch", "ExpiredToken", "DefaultCredentialsError"}
+
+
+def _explain(err: BaseException, what: str) -> StorageError | None:
+    """A StorageError that tells the user what to fix, for credential and access failures."""
+    names = {c.__name__ for c in type(err).__mro__}
+    text = str(err)
+    if names & _CREDENTIAL_ERRORS or any(n in text for n in _CREDENTIAL_ERRORS):
+        return StorageError(
+            f"no usable credentials to {what} ({type(err).__name__}); set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or pass credentials in storage_options")
+    if isinstance(err, PermissionError) or "AccessDenied" in text:
+        return StorageError(f"access denied when trying to {what}")
+    return None
+
+
 def retrying(
     call: Callable[[], T], what: str, deadline_s: float = DEFAULT_RETRY_DEADLINE_S
 ) -> T:
     """Run ``call``, retrying transient network errors with jittered exponential backoff
-    until ``deadline_s`` seconds have passed; other errors propagate at once."""
+    until ``deadline_s`` seconds have passed; credential and access failures become a
+    :class:`StorageError`; other errors propagate at once."""
     start = time.monotonic()
     delay = 0.2
     while True:
         try:
             return call()
         except Exception as err:  # noqa: BLE001 - filtered by _transient
-            if not _transient(err) or time.monotonic() - start > deadline_s:
+            explained = _explain(err, what)
+            if explained is not None:
+                raise explained from err
+            if not _transient(err):
                 raise
+            if time.monotonic() - start > deadline_s:
+                raise StorageError(f"cannot {what}: storage unreachable for "
+                                   f"{deadline_s:.0f} s ({type(err).__name__})") from err
             log.warning("storage: %s failed (%s); retrying in %.1f s", what,
                         type(err).__name__, delay)
             time.sleep(delay * (0.5 + random.random()))

@@ -16,8 +16,8 @@ from .spectra.errors import SpectraError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Machine-learning stellar spectroscopy at survey scale on Ray.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 Address = Annotated[str | None, typer.Option(
     help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")]
@@ -63,8 +63,8 @@ def ingest(
     storage_options: StorageOptions = None,
 ) -> None:
     """Ingest FITS, HDF5, NumPy or CSV spectra into a sharded dataset."""
-    from .runtime import init_ray
-    from .spectra.ingest import IngestOptions, ingest as run_ingest
+    from .spectra.ingest import IngestOptions
+    from .spectra.ingest import ingest as run_ingest
     from .spectra.ingest.options import ReaderOptions
     from .spectra.presets import parse_grid
 
@@ -87,8 +87,8 @@ def ingest(
             reader["id_key"] = id_key
         updates["reader"] = ReaderOptions.model_validate(reader)
         opts = IngestOptions.model_validate({**opts.model_dump(), **updates})
-        init_ray(address)
-        summary = run_ingest(sources, to, opts, storage_options=_storage(storage_options))
+        summary = run_ingest(sources, to, opts, storage_options=_storage(storage_options),
+                             address=address)
     except (SpectraError, ValueError) as err:
         _fail(err)
     console.print(f"ingested [bold]{summary.spectra}[/] spectra from {summary.files} files "

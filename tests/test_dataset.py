@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +45,7 @@ def test_round_trip_is_bit_identical(tmp_url):
 def test_manifest_records_checksums_and_provenance(tmp_url):
     m = write(tmp_url, make_batch(12))
     for s in m.shards:
-        data = open(os.path.join(tmp_url, s.path), "rb").read()
+        data = Path(os.path.join(tmp_url, s.path)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == s.sha256 and len(data) == s.bytes
         assert s.stats["teff"][0] <= s.stats["teff"][1]
     assert m.provenance.producer == "tests"
@@ -83,9 +84,9 @@ def test_existing_dataset_is_not_overwritten_by_accident(tmp_url):
 def test_corrupt_shard_fails_its_checksum(tmp_url):
     m = write(tmp_url, make_batch(25))
     path = os.path.join(tmp_url, m.shards[1].path)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     with pytest.raises(ChecksumError) as info:
         read_shard(tmp_url, m.shards[1], m)
     assert m.shards[1].path in str(info.value) and "checksum mismatch" in str(info.value)
@@ -94,8 +95,8 @@ def test_corrupt_shard_fails_its_checksum(tmp_url):
 def test_truncated_shard_is_reported(tmp_url):
     m = write(tmp_url, make_batch(25))
     path = os.path.join(tmp_url, m.shards[0].path)
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 3])
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) // 3])
     with pytest.raises(ChecksumError, match="corrupt or truncated"):
         read_shard(tmp_url, m.shards[0], m)
     # Without checksum verification the Parquet reader itself must still refuse it.
@@ -144,9 +145,9 @@ def test_validate_finds_values_written_behind_our_back(tmp_url):
     b = make_batch(4, prefix="y")
     b.sigma[2, 30] = 0.0
     nbytes, sha = put_table(tmp_url, m.shards[0].path, b.to_arrow(m))
-    data = json.loads(open(os.path.join(tmp_url, MANIFEST_NAME)).read())
+    data = json.loads(Path(os.path.join(tmp_url, MANIFEST_NAME)).read_text())
     data["shards"][0].update(bytes=nbytes, sha256=sha)
-    open(os.path.join(tmp_url, MANIFEST_NAME), "w").write(json.dumps(data))
+    Path(os.path.join(tmp_url, MANIFEST_NAME)).write_text(json.dumps(data))
     with pytest.raises(SpectraError, match="row 2: field 'sigma'"):
         validate_dataset(tmp_url)
 

@@ -28,7 +28,7 @@ def test_hrs_grid_has_three_arms_at_constant_resolution():
         arm = w[sl]
         r = arm[:-1] / np.diff(arm) / 2.6  # pixels per resel 2.6 -> R
         assert np.allclose(r, 20_000, rtol=1e-3), name
-    assert 3926 <= w[0] and w[-1] <= 6790
+    assert w[0] >= 3926 and w[-1] <= 6790
 
 
 def test_parse_grid_forms(tmp_path):

@@ -1,5 +1,7 @@
 """Ray Data reading and writing of spectrum datasets, and result catalogs."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -63,9 +65,9 @@ def test_corrupt_shard_fails_the_read(ray_session, dataset):
     url, _ = dataset
     m = load_manifest(url)
     path = f"{url}/{m.shards[1].path}"
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     data[100] ^= 0x01
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     with pytest.raises(Exception) as info:
         read_spectra(url).materialize()
     assert m.shards[1].path in str(info.value)

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 import s3fs
 
@@ -41,7 +41,7 @@ def test_round_trip_through_s3_is_bit_identical(s3_bucket, tmp_path):
         w.write(b)
     for s in m.shards:
         assert fs.cat_file(f"{url}/{s.path}".removeprefix("s3://")) == \
-            open(f"{local}/{s.path}", "rb").read()
+            Path(f"{local}/{s.path}").read_bytes()
 
 
 def test_ray_reads_and_writes_s3(ray_session, s3_bucket):

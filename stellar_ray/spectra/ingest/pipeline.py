@@ -18,6 +18,7 @@ from astropy import units as u
 from pydantic import BaseModel, ConfigDict
 from rich.progress import Progress
 
+from ...runtime import init_ray
 from ...version import code_version
 from ..batch import SpectrumBatch
 from ..dataset import (
@@ -240,8 +241,10 @@ def rejects_table(rejects: Sequence[Reject]) -> pa.Table:
 
 
 def ingest(sources: Sequence[str], to: str, options: IngestOptions | None = None,
-           storage_options: dict | None = None, progress: bool = True) -> IngestSummary:
-    """Ingest ``sources`` into a new dataset at ``to`` (Ray must be initialised)."""
+           storage_options: dict | None = None, progress: bool = True,
+           address: str | None = None) -> IngestSummary:
+    """Ingest ``sources`` into a new dataset at ``to``, joining the Ray cluster at
+    ``address`` (default: the current one, else a local one) once the inputs are checked."""
     options = options or IngestOptions()
     if dataset_exists(to, storage_options):
         if not options.overwrite:
@@ -255,6 +258,7 @@ def ingest(sources: Sequence[str], to: str, options: IngestOptions | None = None
                            f"{rejects[0].file}: {rejects[0].reason}" if rejects else "",
                            file=sources[0])
     manifest, target = _plan(first, options)
+    init_ray(address)
     chunks = [files[i:i + options.files_per_task]
               for i in range(0, len(files), options.files_per_task)]
     task = ray.remote(ingest_chunk)

@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints its measured figures and the ratio to its baseline."""

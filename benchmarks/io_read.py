@@ -1,0 +1,118 @@
+"""Read throughput of ``read_spectra`` against a raw pyarrow read of the same shards.
+
+    python -m benchmarks.io_read [--spectra 4000] [--grid lrs]
+
+Writes a dataset of random spectra on the grid to a temporary directory, then reads all
+columns back (a) with plain pyarrow in one process, one thread (the baseline), and (b)
+through Ray Data on a local cluster of all cores, with and without checksum verification.
+Prints spectra/s and MB/s (uncompressed flux + sigma + mask) per core, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from stellar_ray.spectra.batch import SpectrumBatch
+from stellar_ray.spectra.dataset import DatasetWriter, load_manifest
+from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
+from stellar_ray.spectra.presets import parse_grid
+from stellar_ray.spectra.schema import tensor_to_numpy
+
+
+def make_dataset(url: str, n: int, grid: str, rows_per_shard: int) -> Manifest:
+    g = parse_grid(grid)
+    manifest = Manifest(grid=g, flux_unit="", labels=[LabelSpec(name="teff", unit="K")],
+                        rows_per_shard=rows_per_shard,
+                        provenance=Provenance(producer="benchmark", code_version="bench"))
+    rng = np.random.default_rng(0)
+    with DatasetWriter(url, manifest, overwrite=True) as w:
+        for start in range(0, n, rows_per_shard):
+            b = min(rows_per_shard, n - start)
+            flux = rng.normal(1.0, 0.02, (b, g.npix)).astype(np.float32)
+            w.write(SpectrumBatch(
+                spectrum_id=[f"s{start + i:08d}" for i in range(b)], flux=flux,
+                sigma=np.full_like(flux, 0.02), mask=(rng.random((b, g.npix)) < 0.01
+                                                      ).astype(np.uint8),
+                labels={"teff": rng.uniform(4000, 7000, b)},
+                metadata={"snr": rng.uniform(5, 100, b)}))
+    return load_manifest(url)
+
+
+def raw_pyarrow(url: str, manifest: Manifest) -> int:
+    """Baseline: read every shard with pyarrow, one thread, into (B, L) arrays."""
+    n = 0
+    for shard in manifest.shards:
+        table = pq.read_table(os.path.join(url, shard.path), use_threads=False)
+        flux = tensor_to_numpy(table.column("flux"))
+        tensor_to_numpy(table.column("sigma"))
+        tensor_to_numpy(table.column("mask"))
+        n += flux.shape[0]
+    return n
+
+
+def ray_read(url: str, verify: bool) -> int:
+    """Iterate the whole dataset as numpy batches (one per block) in the driver."""
+    from stellar_ray.spectra.raydata import read_spectra
+
+    n = 0
+    for batch in read_spectra(url, verify=verify).iter_batches(batch_size=None,
+                                                               batch_format="numpy"):
+        n += batch["flux"].shape[0]
+    return n
+
+
+def timed(fn, *args) -> tuple[int, float]:
+    start = time.perf_counter()
+    n = fn(*args)
+    return n, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spectra", type=int, default=4000)
+    parser.add_argument("--grid", default="lrs")
+    parser.add_argument("--rows-per-shard", type=int, default=250)
+    args = parser.parse_args([] if __name__ != "__main__" else None)
+
+    import ray
+
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        url = os.path.join(tmp, "bench")
+        manifest = make_dataset(url, args.spectra, args.grid, args.rows_per_shard)
+        mb_per_spectrum = manifest.npix * 9 / 1e6  # float32 flux + sigma, uint8 mask
+        on_disk = sum(s.bytes for s in manifest.shards) / 1e6
+        print(f"dataset: {args.spectra} spectra x {manifest.npix} pixels, "
+              f"{len(manifest.shards)} shards, {on_disk:.0f} MB on disk "
+              f"({args.spectra * mb_per_spectrum:.0f} MB in memory)")
+        raw_pyarrow(url, manifest)  # warm the page cache
+        results = {"raw pyarrow (1 core)": (*timed(raw_pyarrow, url, manifest), 1)}
+        ray.init(address="local", num_cpus=cores, include_dashboard=False,
+                 log_to_driver=False)
+        ray_read(url, False)  # warm up workers
+        results[f"read_spectra verify ({cores} cores)"] = (*timed(ray_read, url, True), cores)
+        results[f"read_spectra no verify ({cores} cores)"] = (*timed(ray_read, url, False),
+                                                              cores)
+        # Ray Data's per-operator resource reservation runs about one read task at a time on
+        # a 2-CPU node; without it the same read uses both cores.
+        ctx = ray.data.DataContext.get_current()
+        ctx.op_resource_reservation_enabled = False
+        results[f"read_spectra verify, no reserv. ({cores})"] = (*timed(ray_read, url, True),
+                                                                 cores)
+        ray.shutdown()
+    base = None
+    print(f"{'reader':34s} {'spectra/s/core':>15s} {'MB/s/core':>10s} {'ratio':>7s}")
+    for name, (n, seconds, used) in results.items():
+        rate = n / seconds / used
+        base = base or rate
+        print(f"{name:34s} {rate:15.0f} {rate * mb_per_spectrum:10.0f} {rate / base:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -104,22 +104,25 @@ def test_truncated_shard_is_reported(tmp_url):
         read_shard(tmp_url, m.shards[0], m, verify=False)
 
 
+def forged_shard(url, name, table) -> ShardRecord:
+    """Write ``table`` as a shard with a correct checksum, as a foreign writer might."""
+    nbytes, sha = put_table(url, name, table)
+    return ShardRecord(path=name, rows=table.num_rows, bytes=nbytes, sha256=sha)
+
+
 def test_missing_column_is_named(tmp_url):
     m = write(tmp_url, make_batch(4))
     table = make_batch(4, prefix="x").to_arrow(m).drop_columns(["sigma"])
-    nbytes, sha = put_table(tmp_url, "part-bad.parquet", table)
-    record = ShardRecord(path="part-bad.parquet", rows=4, bytes=nbytes, sha256=sha)
+    record = forged_shard(tmp_url, "part-bad.parquet", table)
     with pytest.raises(SpectraError, match="part-bad.parquet: field 'sigma': column missing"):
         read_shard(tmp_url, record, m)
 
 
 def test_wrong_pixel_count_in_a_shard_is_named(tmp_url):
     m = write(tmp_url, make_batch(4))
-    other = make_manifest(npix=50)
-    table = make_batch(4, npix=50, prefix="x").to_arrow(other)
-    nbytes, sha = put_table(tmp_url, "part-short.parquet", table)
-    record = ShardRecord(path="part-short.parquet", rows=4, bytes=nbytes, sha256=sha)
-    with pytest.raises(SpectraError, match="field 'flux': type .*shape=\\[50\\]"):
+    table = make_batch(4, npix=50, prefix="x").to_arrow(make_manifest(npix=50))
+    record = forged_shard(tmp_url, "part-short.parquet", table)
+    with pytest.raises(SpectraError, match=r"field 'flux': type .*shape=\[50\]"):
         read_shard(tmp_url, record, m)
 
 

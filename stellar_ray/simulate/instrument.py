@@ -1,0 +1,201 @@
+"""The spectrograph: arms, line-spread function, rotation, pixel sampling and noise.
+
+Convolution happens in Fourier space on the generator's uniform ln λ grid: a Gaussian LSF
+at the arm's resolving power, the classical rotation kernel with linear limb darkening
+(analytic transform with Bessel J₁) and the pixel boxcar. The result is sampled at the
+pixel centres. Noise: photon noise of object and sky, read noise, optional cosmic rays
+and bad pixels; S/N is the median per pixel over 6180–6680 Å (4MOST Galactic pipeline),
+or over all pixels when the grid does not reach that window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..spectra.grid import WavelengthGrid
+from ..spectra.presets import hrs_grid, lrs_grid
+from ..spectra.schema import MaskBit
+from .physics import C_KMS, SNR_WINDOW_A
+
+#: Sky emission lines (vacuum Å) and relative strengths: [O I], Na D, Hg street lamps.
+SKY_LINES_A = ((5578.9, 30.0), (6302.0, 12.0), (6365.5, 4.0), (5891.6, 6.0), (5897.6, 4.0),
+               (4359.6, 3.0), (5462.3, 3.0))
+
+
+class ArmConfig(BaseModel):
+    """One spectrograph arm: the wavelength range it covers (Å) and its resolving power."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    lo: float = Field(gt=0)
+    hi: float = Field(gt=0)
+    resolving_power: float = Field(gt=100)
+
+    def covers(self, wave_a: np.ndarray) -> np.ndarray:
+        """Which of ``wave_a`` (Å) fall in this arm (to within 1 ppm)."""
+        return (wave_a >= self.lo * (1 - 1e-6)) & (wave_a <= self.hi * (1 + 1e-6))
+
+    @model_validator(mode="after")
+    def _order(self) -> ArmConfig:
+        if self.hi <= self.lo:
+            raise ValueError(f"arm '{self.name}': hi ({self.hi}) must exceed lo ({self.lo})")
+        return self
+
+
+class InstrumentConfig(BaseModel):
+    """A spectrograph mode: its arms, the pixel grid, detector and sky (defaults: 4MOST,
+    from shared/reference/4most.md; approximate values are settings, not constants)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: str
+    arms: list[ArmConfig] = Field(min_length=1)
+    grid: Literal["lrs", "hrs"] | WavelengthGrid
+    read_noise_e: float = Field(default=2.3, ge=0, description="e⁻ per pixel")
+    sky_continuum_e: float = Field(default=20.0, ge=0, description="sky e⁻ per pixel")
+    sky_lines: bool = True
+    exposure_min: float = Field(default=20.0, gt=0)
+    cosmic_rate_per_min: float = Field(default=1e-5, ge=0, description="per pixel")
+    bad_pixel_fraction: float = Field(default=0.0, ge=0, lt=1)
+    oversample: float = Field(default=6.0, ge=3, description="model samples per LSF FWHM")
+
+    def pixel_grid(self) -> WavelengthGrid:
+        if isinstance(self.grid, WavelengthGrid):
+            return self.grid
+        return lrs_grid() if self.grid == "lrs" else hrs_grid()
+
+    @model_validator(mode="after")
+    def _arms_cover_grid(self) -> InstrumentConfig:
+        w = self.pixel_grid().wavelength()
+        covered = np.zeros(w.size, bool)
+        for arm in self.arms:
+            covered |= arm.covers(w)
+        if not covered.all():
+            raise ValueError(f"instrument '{self.mode}': pixels at {w[~covered][0]:.2f} Å are "
+                             "in no arm's range")
+        return self
+
+
+def lrs_instrument() -> InstrumentConfig:
+    """4MOST LRS: three arms (R ≈ 4,000–7,800; approx. 5,000 / 6,500 / 7,500) stitched at
+    5327.7 and 7031.7 Å onto the joined 0.25 Å grid."""
+    return InstrumentConfig(mode="LRS", grid="lrs", arms=[
+        ArmConfig(name="blue", lo=3700.0, hi=5327.7, resolving_power=5000.0),
+        ArmConfig(name="green", lo=5327.7, hi=7031.7, resolving_power=6500.0),
+        ArmConfig(name="red", lo=7031.7, hi=9500.0, resolving_power=7500.0),
+    ])
+
+
+def hrs_instrument() -> InstrumentConfig:
+    """4MOST HRS: blue, green and red arms at R ≈ 20,000."""
+    return InstrumentConfig(mode="HRS", grid="hrs", arms=[
+        ArmConfig(name="blue", lo=3926.0, hi=4355.0, resolving_power=20_000.0),
+        ArmConfig(name="green", lo=5160.0, hi=5730.0, resolving_power=20_000.0),
+        ArmConfig(name="red", lo=6100.0, hi=6790.0, resolving_power=20_000.0),
+    ])
+
+
+INSTRUMENTS = {"LRS": lrs_instrument, "HRS": hrs_instrument}
+
+
+def broadening_transfer(freq: torch.Tensor, vsini: torch.Tensor, resolving_power: float,
+                        pixel_kms: float, limb_darkening: float = 0.6) -> torch.Tensor:
+    """Fourier transform (B, F) of LSF ⊗ rotation ⊗ pixel boxcar at frequencies ``freq``
+    (cycles per km/s, shape (F,)) for projected rotation ``vsini`` (B,) km/s."""
+    sigma_v = C_KMS / (2.3548 * resolving_power)
+    gauss = torch.exp(-2.0 * math.pi**2 * sigma_v**2 * freq**2)[None, :]
+    q = 2.0 * math.pi * freq[None, :] * torch.clamp(vsini, min=1e-3)[:, None]
+    eps = limb_darkening
+    small = q < 1e-3
+    qs = torch.where(small, torch.ones_like(q), q)
+    semicircle = torch.where(small, 1.0 - q**2 / 8.0, 2.0 * torch.special.bessel_j1(qs) / qs)
+    parabola = torch.where(small, 1.0 - q**2 / 10.0,
+                           3.0 * (torch.sin(qs) - qs * torch.cos(qs)) / qs**3)
+    w_semi = (1.0 - eps) / (1.0 - eps / 3.0)
+    rotation = w_semi * semicircle + (1.0 - w_semi) * parabola
+    boxcar = torch.sinc(freq * pixel_kms)[None, :]
+    return gauss * rotation * boxcar
+
+
+def snr_window(wave_a: np.ndarray) -> np.ndarray:
+    """Boolean (L,) selecting the S/N window pixels, or all pixels if the grid misses it."""
+    sel = (wave_a >= SNR_WINDOW_A[0]) & (wave_a <= SNR_WINDOW_A[1])
+    return sel if sel.sum() >= 10 else np.ones_like(sel)
+
+
+def sky_spectrum(wave_a: np.ndarray, arms: list[ArmConfig], continuum_e: float,
+                 lines: bool) -> np.ndarray:
+    """Sky e⁻ per pixel (L,): a flat continuum plus LSF-broadened emission lines."""
+    sky = np.full(wave_a.size, continuum_e, dtype=np.float64)
+    if not lines:
+        return sky
+    for arm in arms:
+        sel = arm.covers(wave_a)
+        for centre, strength in SKY_LINES_A:
+            sigma = centre / arm.resolving_power / 2.3548
+            sky[sel] += continuum_e * strength * np.exp(
+                -0.5 * ((wave_a[sel] - centre) / sigma) ** 2)
+    return sky
+
+
+def counts_scale(flux_window: torch.Tensor, sky_window: torch.Tensor, read_noise: float,
+                 snr: torch.Tensor) -> torch.Tensor:
+    """e⁻ per unit relative flux, (B,), such that the median over the window of
+    C f / sqrt(C f + sky + RN²) equals ``snr`` (bisection in log C)."""
+    lo = torch.full_like(snr, -10.0)
+    hi = torch.full_like(snr, 25.0)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        c = torch.exp(mid)[:, None]
+        got = torch.median(c * flux_window / torch.sqrt(
+            c * flux_window + sky_window[None, :] + read_noise**2), dim=1).values
+        high = got > snr
+        hi = torch.where(high, mid, hi)
+        lo = torch.where(high, lo, mid)
+    return torch.exp(0.5 * (lo + hi))
+
+
+def add_noise(flux: torch.Tensor, snr: torch.Tensor, wave_a: np.ndarray,
+              config: InstrumentConfig, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noisy flux, sigma and mask (B, L) for noiseless relative ``flux`` at the requested
+    ``snr`` (B,). Sky is subtracted (it only adds noise); cosmic-ray hits and bad pixels are
+    flagged and set to flux 0, sigma +inf."""
+    dtype = flux.dtype
+    sky = torch.as_tensor(sky_spectrum(wave_a, config.arms, config.sky_continuum_e,
+                                       config.sky_lines), dtype=dtype)
+    win = torch.as_tensor(snr_window(wave_a))
+    scale = counts_scale(flux[:, win], sky[win], config.read_noise_e, snr)[:, None]
+    variance = torch.clamp(scale * flux, min=0.0) + sky[None, :] + config.read_noise_e**2
+    sigma_e = torch.sqrt(variance)
+    noise = torch.randn(flux.shape, generator=generator, dtype=dtype)
+    noisy = flux + noise * sigma_e / scale
+    sigma = sigma_e / scale
+    mask = torch.zeros(flux.shape, dtype=torch.uint8)
+    sky_line = sky[None, :].expand_as(flux) > 5.0 * config.sky_continuum_e
+    mask[sky_line] |= int(MaskBit.SKY_LINE)
+    p_cr = config.cosmic_rate_per_min * config.exposure_min
+    if p_cr > 0:
+        hit = torch.rand(flux.shape, generator=generator, dtype=dtype) < p_cr
+        mask[hit] |= int(MaskBit.COSMIC_RAY)
+    if config.bad_pixel_fraction > 0:
+        bad = torch.rand(flux.shape, generator=generator, dtype=dtype) < config.bad_pixel_fraction
+        mask[bad] |= int(MaskBit.BAD_PIXEL)
+    unusable = (mask & int(MaskBit.COSMIC_RAY | MaskBit.BAD_PIXEL)) > 0
+    noisy = torch.where(unusable, torch.zeros_like(noisy), noisy)
+    sigma = torch.where(unusable, torch.full_like(sigma, math.inf), sigma)
+    return noisy, sigma, mask
+
+
+def measured_snr(flux: np.ndarray, sigma: np.ndarray, wave_a: np.ndarray) -> np.ndarray:
+    """Median flux/sigma per spectrum over the S/N window (finite sigma only): (B,)."""
+    win = snr_window(wave_a)
+    f, s = flux[:, win], sigma[:, win]
+    ratio = np.where(np.isfinite(s) & (s > 0), f / np.where(s > 0, s, 1.0), np.nan)
+    return np.nanmedian(ratio, axis=1)

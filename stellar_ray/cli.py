@@ -105,6 +105,27 @@ def ingest(
 
 
 @app.command()
+def simulate(
+    config: Annotated[Path, typer.Argument(help="simulation YAML (see jobs/configs/)")],
+    to: Annotated[str, typer.Option("--to", help="URL of the new dataset")],
+    overwrite: Annotated[bool, typer.Option(help="replace what is there")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Simulate a 4MOST-style survey with the built-in generator."""
+    from .simulate.survey import SimulationConfig, simulate as run_simulation
+
+    try:
+        cfg = SimulationConfig.from_yaml(config)
+        m = run_simulation(cfg, to, storage_options=_storage(storage_options),
+                           overwrite=overwrite, address=address)
+    except (SpectraError, ValueError) as err:
+        _fail(err)
+    console.print(f"simulated {m.num_rows} {cfg.instrument_config().mode} spectra in "
+                  f"{len(m.shards)} shards at {to}")
+
+
+@app.command()
 def info(url: str, storage_options: StorageOptions = None) -> None:
     """Print what a dataset holds (from its manifest)."""
     from .spectra.dataset import load_manifest
@@ -120,7 +141,7 @@ def info(url: str, storage_options: StorageOptions = None) -> None:
                   f" arms {', '.join(a.name for a in m.grid.arms)}")
     table.add_row("flux unit", m.flux_unit or "normalised")
     table.add_row("uncertainties", m.uncertainties)
-    table.add_row("labels", ", ".join(f"{lab.name} [{lab.unit or '-'}]" for lab in m.labels)
+    table.add_row("labels", ", ".join(f"{lab.name} ({lab.unit or '-'})" for lab in m.labels)
                   or "none")
     table.add_row("produced by", f"{m.provenance.producer} {m.provenance.code_version} "
                   f"at {m.provenance.created}")

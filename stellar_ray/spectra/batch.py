@@ -14,7 +14,14 @@ import pyarrow as pa
 
 from .errors import SpectraError
 from .manifest import Manifest
-from .schema import ID_COLUMN, TENSOR_DTYPES, UNUSABLE, tensor_to_numpy, to_tensor_array
+from .schema import (
+    ID_COLUMN,
+    MODEL_FLUX,
+    TENSOR_DTYPES,
+    UNUSABLE,
+    tensor_to_numpy,
+    to_tensor_array,
+)
 
 
 @dataclass
@@ -32,10 +39,16 @@ class SpectrumBatch:
     mask: np.ndarray
     labels: dict[str, np.ndarray] | None = None
     metadata: dict[str, np.ndarray] = field(default_factory=dict)
+    model_flux: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.spectrum_id = np.asarray(self.spectrum_id, dtype=object)
         self.flux = np.ascontiguousarray(self.flux, dtype=np.float32)
+        if self.model_flux is not None:
+            self.model_flux = np.ascontiguousarray(self.model_flux, dtype=np.float32)
+            if self.model_flux.shape != self.flux.shape:
+                raise SpectraError(f"shape {self.model_flux.shape}, flux has "
+                                   f"{self.flux.shape}", field=MODEL_FLUX)
         self.sigma = np.ascontiguousarray(self.sigma, dtype=np.float32)
         self.mask = np.ascontiguousarray(self.mask, dtype=np.uint8)
         b = len(self.spectrum_id)
@@ -66,6 +79,7 @@ class SpectrumBatch:
             mask=self.mask[rows],
             labels=None if self.labels is None else {k: v[rows] for k, v in self.labels.items()},
             metadata={k: np.asarray(v)[rows] for k, v in self.metadata.items()},
+            model_flux=None if self.model_flux is None else self.model_flux[rows],
         )
 
     @classmethod
@@ -96,6 +110,8 @@ class SpectrumBatch:
                 ])
                 for n in meta_names
             },
+            model_flux=np.concatenate([b.model_flux for b in batches])
+            if all(b.model_flux is not None for b in batches) else None,
         )
 
     def to_arrow(self, manifest: Manifest) -> pa.Table:
@@ -122,6 +138,11 @@ class SpectrumBatch:
         }
         for name in ("flux", "sigma", "mask"):
             columns[name] = to_tensor_array(getattr(self, name), TENSOR_DTYPES[name])
+        if manifest.model_flux:
+            if self.model_flux is None:
+                raise SpectraError("the dataset keeps noiseless flux; the batch has none",
+                                   field=MODEL_FLUX)
+            columns[MODEL_FLUX] = to_tensor_array(self.model_flux, np.float32)
         b = len(self)
         for f in schema:
             if f.name in columns:
@@ -148,10 +169,11 @@ class SpectrumBatch:
         names = set(table.column_names)
         label_names = manifest.label_names if manifest is not None else []
         labels = {n: _to_numpy(table.column(n)) for n in label_names if n in names} or None
+        pixel_columns = (ID_COLUMN, "flux", "sigma", "mask", MODEL_FLUX)
         meta = {
             n: _to_numpy(table.column(n))
             for n in table.column_names
-            if n not in (ID_COLUMN, "flux", "sigma", "mask") and n not in label_names
+            if n not in pixel_columns and n not in label_names
         }
         return cls(
             spectrum_id=_to_numpy(table.column(ID_COLUMN)),
@@ -160,6 +182,8 @@ class SpectrumBatch:
             mask=tensor_to_numpy(table.column("mask")),
             labels=labels,
             metadata=meta,
+            model_flux=tensor_to_numpy(table.column(MODEL_FLUX))
+            if MODEL_FLUX in names else None,
         )
 
     @classmethod
@@ -174,7 +198,9 @@ class SpectrumBatch:
             labels={n: np.asarray(batch[n], dtype=np.float64) for n in manifest.label_names
                     if n in batch} or None,
             metadata={n: v for n, v in batch.items()
-                      if n not in (ID_COLUMN, "flux", "sigma", "mask") and n not in label_names},
+                      if n not in (ID_COLUMN, "flux", "sigma", "mask", MODEL_FLUX)
+                      and n not in label_names},
+            model_flux=batch.get(MODEL_FLUX),
         )
 
 

@@ -19,6 +19,7 @@ from .grid import WavelengthGrid
 from .schema import (
     ARROW_TYPES,
     ID_COLUMN,
+    MODEL_FLUX,
     SCHEMA_VERSION,
     STANDARD_METADATA,
     TENSOR_COLUMNS,
@@ -88,6 +89,8 @@ class Manifest(BaseModel):
         default="measured",
         description="'none' for noiseless model grids: sigma is stored as 0 everywhere",
     )
+    model_flux: bool = Field(
+        default=False, description="rows also hold the noiseless flux (simulated data)")
     labels: list[LabelSpec] = Field(default_factory=list)
     extra_metadata: list[ColumnSpec] = Field(default_factory=list)
     rows_per_shard: int = Field(default=4096, gt=0)
@@ -106,7 +109,7 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
-        seen: set[str] = {ID_COLUMN, *TENSOR_COLUMNS, *STANDARD_METADATA}
+        seen: set[str] = {ID_COLUMN, *TENSOR_COLUMNS, MODEL_FLUX, *STANDARD_METADATA}
         for name in [lab.name for lab in self.labels] + [c.name for c in self.extra_metadata]:
             if name in seen:
                 raise ValueError(f"column name '{name}' is used twice or is reserved")
@@ -135,9 +138,10 @@ class Manifest(BaseModel):
     def arrow_schema(self) -> pa.Schema:
         """The exact Arrow schema of every shard."""
         fields = [pa.field(ID_COLUMN, pa.string(), nullable=False)]
+        tensors = [*TENSOR_COLUMNS, MODEL_FLUX] if self.model_flux else TENSOR_COLUMNS
         fields += [
             pa.field(c, tensor_type(TENSOR_DTYPES[c], self.npix), nullable=False)
-            for c in TENSOR_COLUMNS
+            for c in tensors
         ]
         fields += [pa.field(n, pa.float64()) for n in self.label_names]
         fields += self.metadata_fields()

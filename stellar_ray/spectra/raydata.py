@@ -72,7 +72,7 @@ class SpectraDatasource(Datasource):
         schema = self.manifest.arrow_schema()
         names = self.columns or schema.names
         npix = self.manifest.npix
-        per_col = {"flux": 4 * npix, "sigma": 4 * npix, "mask": npix}
+        per_col = {"flux": 4 * npix, "sigma": 4 * npix, "mask": npix, "model_flux": 4 * npix}
         return sum(per_col.get(n, 16) for n in names)
 
     def estimate_inmemory_data_size(self) -> int | None:

@@ -28,7 +28,10 @@ SCHEMA_VERSION = 1
 
 ID_COLUMN = "spectrum_id"
 TENSOR_COLUMNS = ("flux", "sigma", "mask")
-TENSOR_DTYPES = {"flux": np.float32, "sigma": np.float32, "mask": np.uint8}
+#: Optional tensor column: the noiseless model flux of simulated spectra.
+MODEL_FLUX = "model_flux"
+TENSOR_DTYPES = {"flux": np.float32, "sigma": np.float32, "mask": np.uint8,
+                 MODEL_FLUX: np.float32}
 
 
 class MaskBit(enum.IntFlag):

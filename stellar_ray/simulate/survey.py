@@ -1,0 +1,234 @@
+"""``stellar-ray simulate``: a simulated survey written as a sharded dataset by Ray tasks.
+
+Shard k holds rows [k·R, (k+1)·R); its labels, S/N values and noise come from random
+streams seeded by (seed, k), so the same configuration gives the same bytes whatever the
+number of workers. Each finished shard leaves a commit record under ``_progress/``; a rerun
+skips those shards, and the manifest is written once all are done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import ray
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.progress import Progress
+
+from ..runtime import init_ray
+from ..spectra.batch import SpectrumBatch
+from ..spectra.dataset import (
+    commit_manifest,
+    dataset_exists,
+    delete_dataset,
+    load_manifest,
+    write_shard,
+)
+from ..spectra.errors import SpectraError
+from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
+from ..spectra.storage import join, read_bytes, resolve, retrying, write_bytes_atomic
+from ..version import code_version
+from .generator import SpectrumGenerator
+from .instrument import INSTRUMENTS, InstrumentConfig, add_noise
+from .labels import DATASET_LABELS, INDEX, LABELS
+from .priors import GalacticPrior, GridPrior, Prior, SNRSpec
+
+PROGRESS_DIR = "_progress"
+#: Wavelengths (Å) the line list and the continuous-opacity fits are valid over.
+MODEL_RANGE_A = (3000.0, 11000.0)
+
+
+class SimulationConfig(BaseModel):
+    """A simulated survey (YAML-loadable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instrument: str | InstrumentConfig = "LRS"
+    n_spectra: int = Field(default=1000, gt=0)
+    seed: int = 0
+    prior: Prior = Field(default_factory=GalacticPrior)
+    snr: SNRSpec = Field(default_factory=SNRSpec)
+    noise: bool = True
+    rows_per_shard: int = Field(default=1024, gt=0)
+    batch_size: int = Field(default=16, gt=0, description="spectra per generator call")
+    precision: Literal["float32", "float64"] = "float32"
+    survey: str = "simulated"
+    id_prefix: str = "sim"
+
+    @model_validator(mode="after")
+    def _check(self) -> SimulationConfig:
+        inst = self.instrument_config()
+        w = inst.pixel_grid().wavelength()
+        if w[0] < MODEL_RANGE_A[0] or w[-1] > MODEL_RANGE_A[1]:
+            raise ValueError(f"instrument.grid: {w[0]:.1f}–{w[-1]:.1f} Å is outside the range "
+                             f"the line list covers, {MODEL_RANGE_A[0]:.0f}–"
+                             f"{MODEL_RANGE_A[1]:.0f} Å")
+        return self
+
+    def instrument_config(self) -> InstrumentConfig:
+        if isinstance(self.instrument, InstrumentConfig):
+            return self.instrument
+        if self.instrument not in INSTRUMENTS:
+            raise ValueError(f"instrument: unknown mode '{self.instrument}'; known: "
+                             f"{sorted(INSTRUMENTS)} or a full instrument definition")
+        return INSTRUMENTS[self.instrument]()
+
+    @property
+    def total(self) -> int:
+        return self.prior.size if isinstance(self.prior, GridPrior) else self.n_spectra
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.total // self.rows_per_shard)
+
+    def digest(self) -> str:
+        """Hash of everything that decides the bytes written."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SimulationConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.model_validate(data)
+
+
+def survey_manifest(config: SimulationConfig) -> Manifest:
+    inst = config.instrument_config()
+    return Manifest(
+        grid=inst.pixel_grid(), flux_unit="",
+        uncertainties="measured" if config.noise else "none",
+        model_flux=config.noise,
+        labels=[LabelSpec(name=lab.name, unit=lab.unit, description=lab.description)
+                for lab in LABELS if lab.name in DATASET_LABELS],
+        rows_per_shard=config.rows_per_shard,
+        provenance=Provenance(producer="stellar-ray simulate",
+                              config=config.model_dump(mode="json"),
+                              code_version=code_version()),
+    )
+
+
+@lru_cache(maxsize=2)
+def _generator(instrument_json: str) -> SpectrumGenerator:
+    return SpectrumGenerator(InstrumentConfig.model_validate_json(instrument_json))
+
+
+def shard_labels(config: SimulationConfig, shard: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels (n, K), S/N (n,) and the first row index of shard ``shard``."""
+    start = shard * config.rows_per_shard
+    n = min(config.rows_per_shard, config.total - start)
+    rng = np.random.default_rng([config.seed, shard])
+    if isinstance(config.prior, GridPrior):
+        labels = config.prior.sample()[start:start + n]
+    else:
+        labels = config.prior.sample(n, rng)
+    return labels, config.snr.sample(n, rng), start
+
+
+def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.ndarray,
+                   config: SimulationConfig, noise_seed: int) -> SpectrumBatch:
+    """Spectra for ``labels`` (n, K) at ``snr`` (n,), with noise drawn from ``noise_seed``."""
+    dtype = torch.float32 if config.precision == "float32" else torch.float64
+    torch_gen = torch.Generator().manual_seed(noise_seed)
+    fluxes = []
+    with torch.no_grad():
+        for i in range(0, len(labels), config.batch_size):
+            fluxes.append(generator(torch.as_tensor(labels[i:i + config.batch_size],
+                                                    dtype=dtype)))
+    clean = torch.cat(fluxes)
+    if config.noise:
+        flux, sigma, mask = add_noise(clean, torch.as_tensor(snr, dtype=dtype),
+                                      generator.wave, generator.instrument, torch_gen)
+    else:
+        flux, sigma, mask = clean, torch.zeros_like(clean), torch.zeros(clean.shape,
+                                                                          dtype=torch.uint8)
+    return SpectrumBatch(
+        spectrum_id=np.empty(len(labels), dtype=object), flux=flux.numpy(),
+        sigma=sigma.numpy(), mask=mask.numpy(),
+        labels={n: labels[:, INDEX[n]] for n in DATASET_LABELS},
+        metadata={"rv": labels[:, INDEX["rv"]].astype(np.float32),
+                  "snr": snr.astype(np.float32) if config.noise
+                  else np.full(len(labels), np.nan, np.float32)},
+        model_flux=clean.numpy() if config.noise else None,
+    )
+
+
+def simulate_shard(config: SimulationConfig, shard: int, url: str, manifest: Manifest,
+                   storage_options: dict | None = None) -> ShardRecord:
+    """Ray task body: generate and write shard ``shard``, then its commit record."""
+    labels, snr, start = shard_labels(config, shard)
+    generator = _generator(config.instrument_config().model_dump_json())
+    batch = simulate_batch(generator, labels, snr, config,
+                           noise_seed=int(np.random.SeedSequence([config.seed, shard, 1])
+                                          .generate_state(1)[0]))
+    batch.spectrum_id = np.array([f"{config.id_prefix}-{config.seed}-{start + i:09d}"
+                                  for i in range(len(labels))], dtype=object)
+    mode = config.instrument_config().mode
+    batch.metadata.update({"survey": np.full(len(labels), config.survey, dtype=object),
+                           "mode": np.full(len(labels), mode, dtype=object)})
+    record = write_shard(url, f"part-{shard:06d}.parquet", batch, manifest,
+                         storage_options).record
+    fs, base = resolve(url, storage_options)
+    progress = {"digest": config.digest(), "record": record.model_dump(mode="json")}
+    write_bytes_atomic(fs, join(base, f"{PROGRESS_DIR}/part-{shard:06d}.json"),
+                       json.dumps(progress).encode())
+    return record
+
+
+def _completed(url: str, config: SimulationConfig, storage_options: dict | None
+               ) -> dict[int, ShardRecord]:
+    fs, base = resolve(url, storage_options)
+    folder = join(base, PROGRESS_DIR)
+    fs.invalidate_cache()
+    if not retrying(lambda: fs.exists(folder), f"stat {folder}"):
+        return {}
+    done = {}
+    for path in retrying(lambda: fs.ls(folder, detail=False), f"list {folder}"):
+        data = json.loads(read_bytes(fs, path))
+        if data["digest"] != config.digest():
+            raise SpectraError("a simulation with a different configuration was started here;"
+                               " use --overwrite or another location", file=url)
+        shard = int(path.rsplit("part-", 1)[1].split(".")[0])
+        done[shard] = ShardRecord.model_validate(data["record"])
+    return done
+
+
+def simulate(config: SimulationConfig, to: str, storage_options: dict | None = None,
+             overwrite: bool = False, progress: bool = True, address: str | None = None,
+             num_cpus_per_task: float = 1.0) -> Manifest:
+    """Generate the survey described by ``config`` into a dataset at ``to``."""
+    if dataset_exists(to, storage_options):
+        if not overwrite:
+            existing = load_manifest(to, storage_options)
+            if existing.provenance.config == survey_manifest(config).provenance.config:
+                return existing  # already complete
+            raise SpectraError("a different dataset exists here (use --overwrite)", file=to)
+        delete_dataset(to, storage_options)
+    if overwrite:
+        fs, base = resolve(to, storage_options)
+        if fs.exists(join(base, PROGRESS_DIR)):
+            fs.rm(join(base, PROGRESS_DIR), recursive=True)
+    manifest = survey_manifest(config)
+    done = _completed(to, config, storage_options)
+    todo = [k for k in range(config.n_shards) if k not in done]
+    if todo:
+        init_ray(address)
+        task = ray.remote(num_cpus=num_cpus_per_task)(simulate_shard)
+        config_ref, manifest_ref = ray.put(config), ray.put(manifest)
+        pending = {task.remote(config_ref, k, to, manifest_ref, storage_options): k
+                   for k in todo}
+        with Progress(disable=not progress, transient=True) as bar:
+            job = bar.add_task(f"simulating {config.total} spectra", total=config.n_shards,
+                               completed=len(done))
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                done[pending.pop(ready[0])] = ray.get(ready[0])
+                bar.advance(job)
+    committed = manifest.model_copy(update={"shards": [done[k] for k in sorted(done)]})
+    commit_manifest(to, committed, storage_options)
+    return committed
+

@@ -113,7 +113,8 @@ def simulate(
     storage_options: StorageOptions = None,
 ) -> None:
     """Simulate a 4MOST-style survey with the built-in generator."""
-    from .simulate.survey import SimulationConfig, simulate as run_simulation
+    from .simulate.survey import SimulationConfig
+    from .simulate.survey import simulate as run_simulation
 
     try:
         cfg = SimulationConfig.from_yaml(config)

@@ -104,6 +104,37 @@ def hrs_instrument() -> InstrumentConfig:
 INSTRUMENTS = {"LRS": lrs_instrument, "HRS": hrs_instrument}
 
 
+class _BesselJ1(torch.autograd.Function):
+    """J₁(x) with its derivative J₀(x) − J₁(x)/x in both autograd modes (torch's own
+    ``bessel_j1`` has none)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.special.bessel_j1(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        (x,) = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+
+    @staticmethod
+    def _derivative(x: torch.Tensor) -> torch.Tensor:
+        safe = torch.where(x.abs() < 1e-6, torch.ones_like(x), x)
+        d = torch.special.bessel_j0(safe) - torch.special.bessel_j1(safe) / safe
+        return torch.where(x.abs() < 1e-6, torch.full_like(x, 0.5), d)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * _BesselJ1._derivative(x)
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return tangent * _BesselJ1._derivative(x)
+
+
 def broadening_transfer(freq: torch.Tensor, vsini: torch.Tensor, resolving_power: float,
                         pixel_kms: float, limb_darkening: float = 0.6) -> torch.Tensor:
     """Fourier transform (B, F) of LSF ⊗ rotation ⊗ pixel boxcar at frequencies ``freq``
@@ -114,7 +145,7 @@ def broadening_transfer(freq: torch.Tensor, vsini: torch.Tensor, resolving_power
     eps = limb_darkening
     small = q < 1e-3
     qs = torch.where(small, torch.ones_like(q), q)
-    semicircle = torch.where(small, 1.0 - q**2 / 8.0, 2.0 * torch.special.bessel_j1(qs) / qs)
+    semicircle = torch.where(small, 1.0 - q**2 / 8.0, 2.0 * _BesselJ1.apply(qs) / qs)
     parabola = torch.where(small, 1.0 - q**2 / 10.0,
                            3.0 * (torch.sin(qs) - qs * torch.cos(qs)) / qs**3)
     w_semi = (1.0 - eps) / (1.0 - eps / 3.0)

@@ -34,8 +34,8 @@ AMU_KMS2 = 2 * 1.380649e-16 / 1.66053907e-24 / 1e10  # 2k/m_u in (km/s)^2 per K
 LOG_SAHA_CONST = -0.4768  # log10[(2π m_e)^1.5 k^2.5 / h^3], cgs
 SNR_WINDOW_A = (6180.0, 6680.0)
 #: Stark damping of hydrogen lines: γ = STARK_H (P_e / 30 dyn cm⁻²)^STARK_EXP s⁻¹.
-STARK_H = 1.5e11
-STARK_EXP = 0.3
+STARK_H = 3.0e10
+STARK_EXP = 1.0
 
 #: Half-width, in ln λ, of the window over which each group's profiles are evaluated.
 WINDOW_LN = {HYDROGEN: 0.02, STRONG: 0.004, FOREST: 2.5e-4}
@@ -136,7 +136,7 @@ class LineFormation(torch.nn.Module):
     """
 
     def __init__(self, lines: LineList, line_strength: float = 3.0e-3,
-                 hydrogen_strength: float = 300.0, beta_scale: float = 0.6) -> None:
+                 hydrogen_strength: float = 10.0, beta_scale: float = 0.6) -> None:
         super().__init__()
         t = lines.tensors()
         for name, value in t.items():
@@ -185,16 +185,19 @@ class LineFormation(torch.nn.Module):
         rest_wave64 = math.exp(ln_lam0) * torch.exp(offset)  # (B, N), Å
         rest_wave = rest_wave64.to(dtype)
 
+        # Metal lines form in a layer at 0.9 Teff; hydrogen lines deeper, at Teff.
         t_line = 0.9 * teff
         p_gas = gas_pressure(teff, logg, feh)
         pe, x_h = electron_pressure(t_line, p_gas, feh)
+        pe_deep, x_h_deep = electron_pressure(teff, p_gas, feh)
         cont = lambda w: continuous_opacity(  # noqa: E731 - (B, ·) opacity at wavelengths w
             w, t_line[:, None], pe[:, None], p_gas[:, None], x_h[:, None])
 
         # --- line-centre opacity ratio η₀ for every (star, line): (B, L) ---------------
         lam = self.wave.to(dtype)[None, :]
         el, ion = self.element, self.ion
-        theta = 5040.0 / t_line[:, None]
+        is_h = torch.tensor(self.is_hydrogen, device=device)[el][None, :]
+        theta = torch.where(is_h, 5040.0 / teff[:, None], 5040.0 / t_line[:, None])
         chi1 = self.chi_ion[el, 0].to(dtype)[None, :]
         chi2 = self.chi_ion[el, 1].to(dtype)[None, :]
         u = self.u[el].to(dtype)  # (L, 3)
@@ -205,8 +208,7 @@ class LineFormation(torch.nn.Module):
         r2 = 10 ** (log_phi2 - log_pe)  # N_III / N_II
         f_neutral = 1.0 / (1.0 + r1 * (1.0 + r2))
         frac = torch.where(ion[None, :] == 1, f_neutral, f_neutral * r1)
-        is_h = torch.tensor(self.is_hydrogen, device=device)[el][None, :]
-        frac = torch.where(is_h, 1.0 - x_h[:, None], frac)
+        frac = torch.where(is_h, 1.0 - x_h_deep[:, None], frac)
         u_stage = torch.where(ion[None, :] == 1, u[None, :, 0], u[None, :, 1])
         log_eps = self._element_log_eps(labels)[:, el]  # (B, L)
         mass = self.mass[el].to(dtype)[None, :]
@@ -224,7 +226,8 @@ class LineFormation(torch.nn.Module):
         # --- damping parameter a = γ λ² / (4π c Δλ_D): (B, L) ------------------------
         gamma = (0.2223e16 / lam**2
                  + 2.0e10 * (p_gas[:, None] / 1.2e5) * (t_line[:, None] / 5777.0) ** -0.7)
-        gamma = torch.where(is_h, gamma + STARK_H * (pe[:, None] / 30.0) ** STARK_EXP, gamma)
+        gamma = torch.where(is_h, gamma + STARK_H * (pe_deep[:, None] / 30.0) ** STARK_EXP,
+                            gamma)
         a = gamma * (lam * 1e-8) ** 2 / (4 * math.pi * C_CGS * dlam_d * 1e-8)
 
         # --- total line opacity on the grid, summed over windows ----------------------

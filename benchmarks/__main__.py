@@ -1,6 +1,8 @@
 """Run every benchmark: ``python -m benchmarks`` (``make bench``)."""
 
-from . import io_read
+from . import io_read, simulate_rate
 
 if __name__ == "__main__":
-    io_read.main()
+    for bench in (io_read, simulate_rate):
+        print(f"== {bench.__name__}")
+        bench.main()

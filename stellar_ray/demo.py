@@ -1,9 +1,11 @@
-"""The main job on the embedded defaults (``make demo``): local Ray, local storage.
+"""The main job on the embedded defaults (``make demo``): local Ray, local storage, the
+built-in generator.
 
-Today it writes a handful of 4MOST-style L1 FITS files (toy spectra: a Planck continuum
-with Balmer and Ca II absorption and photon-like noise, until the built-in generator
-lands), ingests them onto the LRS grid with Ray, reads the dataset back through Ray Data
-with a S/N filter, and prints a summary.
+1. simulate a small 4MOST LRS survey with Ray;
+2. export a few of its spectra as 4MOST-style L1 FITS files (one of them truncated) and
+   ingest them back, as a user would bring real files;
+3. read the survey through Ray Data with a S/N filter;
+4. print a summary with the Cramér–Rao bounds of a solar-type star at S/N 50.
 """
 
 from __future__ import annotations
@@ -15,81 +17,77 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .spectra.fits_writer import image_hdul, phase3_hdul
+from .simulate.fisher import fisher
+from .simulate.generator import SpectrumGenerator
+from .simulate.labels import typical
+from .simulate.priors import GalacticPrior, SNRSpec
+from .simulate.survey import SimulationConfig, simulate
+from .spectra.dataset import iter_shards
+from .spectra.fits_writer import phase3_hdul
 from .spectra.ingest import IngestOptions, ingest
 from .spectra.presets import parse_grid
 from .spectra.raydata import read_spectra
 
-_LINES_A = (3971.2, 4102.9, 4341.7, 4862.7, 6564.6, 8500.4, 8544.4, 8664.5)  # vacuum, Å
+DEMO_SURVEY = SimulationConfig(instrument="LRS", n_spectra=128, seed=1, prior=GalacticPrior(),
+                               snr=SNRSpec(kind="loguniform", low=10, high=150),
+                               rows_per_shard=32, survey="demo-lrs", id_prefix="lrs")
 
 
-def toy_spectrum(wave_a: np.ndarray, teff: float, rng: np.random.Generator, snr: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flux (erg s⁻¹ cm⁻² Å⁻¹, arbitrary scale) and sigma of a toy star: Planck continuum at
-    ``teff`` with Gaussian absorption lines, Gaussian noise at ``snr`` per pixel."""
-    lam_cm = wave_a * 1e-8
-    planck = 1.0 / (lam_cm**5 * np.expm1(1.4388 / (lam_cm * teff)))
-    cont = 1e-15 * planck / planck.mean()
-    depth = np.ones_like(wave_a)
-    for line in _LINES_A:
-        depth -= 0.5 * np.exp(-0.5 * ((wave_a - line) / 2.5) ** 2)
-    clean = cont * depth
-    sigma = np.full_like(clean, np.median(clean) / snr)
-    return clean + rng.normal(0.0, 1.0, clean.size) * sigma, sigma
-
-
-def write_demo_files(folder: Path, n: int = 24, seed: int = 1) -> list[Path]:
-    """``n`` FITS files: two thirds Phase 3 tables on the LRS grid (vacuum), one third 1-D
-    images at 0.3 Å in air (resampled on ingestion), and one truncated file."""
-    rng = np.random.default_rng(seed)
+def export_fits(dataset: str, folder: Path, n: int = 6) -> list[Path]:
+    """The first ``n`` spectra of ``dataset`` as Phase 3 FITS files, plus a truncated copy."""
     folder.mkdir(parents=True, exist_ok=True)
-    lrs = parse_grid("lrs").wavelength()
-    coarse = np.arange(3650.0, 9550.0, 0.3)
+    batch = next(iter(iter_shards(dataset)))
+    wave = parse_grid("lrs").wavelength()
     paths = []
     for i in range(n):
-        teff, snr = rng.uniform(4000, 9000), rng.uniform(5, 80)
-        header = {"OBJECT": f"demo-{i:04d}", "RA": rng.uniform(0, 360),
-                  "DEC": rng.uniform(-90, 30)}
-        path = folder / f"demo-{i:04d}.fits"
-        if i % 3:
-            flux, sigma = toy_spectrum(lrs, teff, rng, snr)
-            phase3_hdul(lrs, flux, sigma, np.zeros(lrs.size, np.int32), header
-                        ).writeto(path, overwrite=True)
-        else:
-            flux, sigma = toy_spectrum(coarse, teff, rng, snr)
-            image_hdul(flux, coarse[0], 0.3, sigma, header, medium="air"
-                       ).writeto(path, overwrite=True)
+        good = np.isfinite(batch.sigma[i])
+        qual = np.where(good, 0, 1).astype(np.int32)
+        sigma = np.where(good, batch.sigma[i], 0.0)
+        path = folder / f"{batch.spectrum_id[i]}.fits"
+        phase3_hdul(wave, batch.flux[i], sigma, qual, {"OBJECT": batch.spectrum_id[i]},
+                    flux_unit="").writeto(path, overwrite=True)
         paths.append(path)
-    broken = folder / "demo-truncated.fits"
-    broken.write_bytes(paths[1].read_bytes()[:20_000])
+    broken = folder / "truncated.fits"
+    broken.write_bytes(paths[0].read_bytes()[:20_000])
     return paths + [broken]
 
 
 def run_demo(out: Path, console: Console) -> None:
-    """Write, ingest and read back the demo survey under ``out``."""
-    raw, dataset = out / "raw", out / "dataset"
+    """Everything under ``out``."""
     if out.exists():
         shutil.rmtree(out)
-    files = write_demo_files(raw)
-    console.print(f"wrote {len(files)} FITS files to {raw}")
-    opts = IngestOptions(grid=parse_grid("lrs"), survey="demo", mode="LRS", overwrite=True,
-                         rows_per_shard=8, files_per_task=8)
-    summary = ingest([str(raw)], str(dataset), opts)
-    console.print(f"ingested {summary.spectra} spectra into {summary.shards} shards at "
-                  f"{dataset}; {len(summary.rejects)} file(s) set aside:")
-    for r in summary.rejects:
-        console.print(f"  {Path(r.file).name}: {r.reason}")
-    ds = read_spectra(str(dataset), columns=["flux", "snr"], filter=[("snr", ">", 20)])
-    n, flux_sum = 0, 0.0
-    for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
+    survey = str(out / "survey")
+    manifest = simulate(DEMO_SURVEY, survey)
+    console.print(f"simulated {manifest.num_rows} LRS spectra in {len(manifest.shards)} "
+                  f"shards at {survey}")
+
+    files = export_fits(survey, out / "l1-fits")
+    ingested = ingest([str(out / "l1-fits")], str(out / "ingested"),
+                      IngestOptions(grid=parse_grid("lrs"), flux_unit="", survey="demo",
+                                    mode="LRS"))
+    console.print(f"exported {len(files)} L1 FITS files and ingested {ingested.spectra} back; "
+                  f"set aside: " + "; ".join(f"{Path(r.file).name}: {r.reason[:60]}"
+                                             for r in ingested.rejects))
+
+    ds = read_spectra(survey, columns=["flux", "snr", "teff"], filter=[("snr", ">", 30)])
+    n, teff = 0, []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         n += len(batch["flux"])
-        flux_sum += float(batch["flux"].mean(axis=1).sum())
+        teff += list(batch["teff"])
+
+    generator = SpectrumGenerator(DEMO_SURVEY.instrument_config())
+    star = typical(1)
+    sigma = generator(star).detach() / 50.0
+    bounds = fisher(star, sigma, model=generator)  # every label free
+    crb = dict(zip(bounds.names, bounds.crb[0]))
+
     table = Table(title="demo survey")
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("spectra in dataset", str(summary.spectra))
-    table.add_row("pixels per spectrum", str(summary.manifest.npix))
-    table.add_row("read back with S/N > 20", str(n))
-    table.add_row("mean flux of those", f"{flux_sum / max(n, 1):.3e} {summary.manifest.flux_unit}")
-    table.add_row("dataset", str(dataset.resolve()))
+    table.add_row("spectra simulated", str(manifest.num_rows))
+    table.add_row("pixels per spectrum", str(manifest.npix))
+    table.add_row("read back with S/N > 30", f"{n} (Teff {min(teff):.0f}–{max(teff):.0f} K)")
+    table.add_row("Cramér–Rao, Sun at S/N 50", f"Teff {crb['teff']:.1f} K, log g "
+                  f"{crb['logg']:.3f}, [Fe/H] {crb['fe_h']:.3f} dex (all labels free)")
+    table.add_row("survey dataset", str(Path(survey).resolve()))
     console.print(table)

@@ -134,12 +134,16 @@ def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.nda
     """Spectra for ``labels`` (n, K) at ``snr`` (n,), with noise drawn from ``noise_seed``."""
     dtype = torch.float32 if config.precision == "float32" else torch.float64
     torch_gen = torch.Generator().manual_seed(noise_seed)
+    # Similar stars share generator calls (cool-star molecular bands are then computed only
+    # where needed); the order of the rows is restored afterwards.
+    order = np.argsort(labels[:, INDEX["teff"]], kind="stable")
     fluxes = []
     with torch.no_grad():
         for i in range(0, len(labels), config.batch_size):
-            fluxes.append(generator(torch.as_tensor(labels[i:i + config.batch_size],
-                                                    dtype=dtype)))
-    clean = torch.cat(fluxes)
+            rows = order[i:i + config.batch_size]
+            fluxes.append(generator(torch.as_tensor(labels[rows], dtype=dtype)))
+    clean = torch.empty((len(labels), generator.npix), dtype=dtype)
+    clean[torch.as_tensor(order)] = torch.cat(fluxes)
     if config.noise:
         flux, sigma, mask = add_noise(clean, torch.as_tensor(snr, dtype=dtype),
                                       generator.wave, generator.instrument, torch_gen)

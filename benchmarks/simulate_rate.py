@@ -1,0 +1,68 @@
+"""Generation rate of the built-in simulator, LRS and HRS.
+
+    python -m benchmarks.simulate_rate [--spectra 256]
+
+(a) one process, one thread: spectra/s per core for noiseless + noisy generation from the
+Galactic prior (the figure a cluster multiplies by its cores); (b) ``simulate()`` through
+Ray tasks on a local cluster of all cores, end to end including shard writing: spectra/s
+per core and its ratio to (a). Prints the time one million LRS spectra take here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+from stellar_ray.simulate.generator import SpectrumGenerator
+from stellar_ray.simulate.survey import SimulationConfig, shard_labels, simulate, simulate_batch
+
+
+def single_core_rate(config: SimulationConfig) -> float:
+    torch.set_num_threads(1)
+    generator = SpectrumGenerator(config.instrument_config())
+    labels, snr, _ = shard_labels(config, 0)
+    simulate_batch(generator, labels[:config.batch_size], snr[:config.batch_size], config, 0)
+    start = time.perf_counter()
+    simulate_batch(generator, labels, snr, config, 1)
+    return len(labels) / (time.perf_counter() - start)
+
+
+def ray_rate(config: SimulationConfig, cores: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        simulate(config, os.path.join(tmp, "sim"), progress=False)
+        return config.total / (time.perf_counter() - start) / cores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spectra", type=int, default=256)
+    args = parser.parse_args([] if __name__ != "__main__" else None)
+    import ray
+
+    cores = os.cpu_count() or 1
+    rows = {}
+    for mode in ("LRS", "HRS"):
+        config = SimulationConfig(instrument=mode, n_spectra=args.spectra,
+                                  rows_per_shard=max(1, args.spectra // (2 * cores)))
+        rows[mode] = [single_core_rate(config)]
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    for mode in ("LRS", "HRS"):
+        config = SimulationConfig(instrument=mode, n_spectra=args.spectra, seed=1,
+                                  rows_per_shard=max(1, args.spectra // (2 * cores)))
+        rows[mode].append(ray_rate(config, cores))
+    ray.shutdown()
+    print(f"{'mode':6s} {'1 core (spectra/s)':>20s} {'Ray, per core':>14s} {'ratio':>6s}")
+    for mode, (single, distributed) in rows.items():
+        print(f"{mode:6s} {single:20.1f} {distributed:14.1f} {distributed / single:6.2f}")
+    hours = 1e6 / (rows["LRS"][1] * cores) / 3600
+    print(f"one million LRS spectra on this machine ({cores} cores, through Ray): "
+          f"{hours:.1f} h; per core-hour: {rows['LRS'][0] * 3600:,.0f} spectra")
+
+
+if __name__ == "__main__":
+    main()

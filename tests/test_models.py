@@ -163,7 +163,7 @@ def test_cinn_recovers_a_linear_gaussian_posterior():
 
     x_val, y_val = draw(512)
     start = model(y_val, x_val).mean().item()
-    for step in range(2500):
+    for _ in range(2500):
         x, y = draw(256)
         opt.zero_grad()
         loss = -model(y, x).mean()
@@ -180,3 +180,9 @@ def test_cinn_recovers_a_linear_gaussian_posterior():
     err = (post["mean"] - mean_true).abs().mean(0)
     assert torch.all(err < 0.10 * std_true.max() + 0.1 * mean_true.abs().mean(0)), err
     assert post["quantiles"].shape == (3, 64, p)
+
+
+@pytest.mark.parametrize("name", [n for n in names() if card(n).family != "classical"])
+def test_cards_state_the_default_parameter_count(name):
+    model = build(name)
+    assert sum(p.numel() for p in model.parameters()) == card(name).params

@@ -35,12 +35,13 @@ class _Block(nn.Module):
 
     def forward(self, x_post: torch.Tensor, x_pre: torch.Tensor, tokens: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        # As listing 4: each sub-layer's residual sum feeds both the post-norm stream (after
+        # a LayerNorm) and the un-normalised accumulator.
         a, _ = self.attn(x_post, tokens, tokens, need_weights=False)
-        x_pre = x_pre + a
-        x_post = self.norm_attn(a + x_post)
-        f = self.ff(x_post)
-        x_pre = x_pre + f
-        x_post = self.norm_ff(f + x_post)
+        a = a + x_post
+        x_post, x_pre = self.norm_attn(a), x_pre + a
+        f = self.ff(x_post) + x_post
+        x_post, x_pre = self.norm_ff(f), x_pre + f
         return x_post, x_pre
 
 

@@ -1,0 +1,133 @@
+"""Every model of the zoo at its paper's default size on this CPU.
+
+    python -m benchmarks.models_zoo [--batch 256] [--only specvit,cinn]
+
+For each model: parameters, forward FLOPs per spectrum (torch's FLOP counter), spectra/s of
+the forward pass in eval mode at the given batch, and the achieved GFLOP/s against an fp32
+matrix-multiply peak measured in the same run. TransformerPayne evaluates the paper's
+22,315-wavelength grid and is timed at a small batch (it costs ~0.4 TFLOP per spectrum);
+the batch used is printed. Classical baselines are fitted on random data first (no FLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stellar_ray.models import build, card, names
+
+#: Input sizes at the papers' defaults.
+N_PIX_REGRESSOR = 4096  # PFS-like grid of paper 003
+BATCH_OVERRIDE = {"transformer_payne": 2}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of torch.mm on n × n matrices (best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def lstm_flops(model: torch.nn.Module, inputs: tuple) -> int:
+    """Multiply-add FLOPs of every nn.LSTM in ``model`` for ``inputs`` (torch's counter does
+    not see inside the fused LSTM op): 2 · 4h · (input + h) per step, layer and direction."""
+    total = 0
+
+    def hook(module: torch.nn.LSTM, args, _output) -> None:
+        nonlocal total
+        x = args[0]
+        batch, steps = (x.shape[0], x.shape[1]) if module.batch_first else x.shape[:2]
+        dirs = 2 if module.bidirectional else 1
+        width = module.input_size
+        for _ in range(module.num_layers):
+            total += dirs * batch * steps * 2 * 4 * module.hidden_size * (
+                width + module.hidden_size)
+            width = dirs * module.hidden_size
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.LSTM)]
+    with torch.no_grad():
+        model(*inputs)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def inputs_for(name: str, model: torch.nn.Module, batch: int) -> tuple:
+    family = card(name).family
+    g = torch.Generator().manual_seed(0)
+    if family == "emulator":
+        n_labels = model.embed[0].in_features if name in ("transformer_payne", "smnet") \
+            else model.n_labels
+        return (torch.rand(batch, n_labels, generator=g) - 0.5,)
+    flux = 1.0 + 0.1 * torch.rand(batch, N_PIX_REGRESSOR, generator=g)
+    if family == "posterior":
+        return flux, torch.randn(batch, model.n_labels, generator=g)
+    return (flux,)
+
+
+def make(name: str) -> torch.nn.Module:
+    if name == "transformer_payne":
+        return build(name, wavelength=torch.linspace(4000.0, 5000.0, 22315))
+    model = build(name)
+    if card(name).family == "classical":
+        rng = np.random.default_rng(0)
+        model.fit(1.0 + 0.1 * rng.random((512, N_PIX_REGRESSOR)), rng.normal(size=(512, 1)))
+    return model
+
+
+def measure(name: str, batch: int) -> dict:
+    model = make(name).eval()
+    batch = BATCH_OVERRIDE.get(name, batch)
+    params = sum(p.numel() for p in model.parameters())
+    flops = None
+    if card(name).family != "classical":
+        # Counted with autograd on: without it PyTorch's fused transformer fast path runs,
+        # which the FLOP counter cannot see into.
+        counter = FlopCounterMode(display=False)
+        small = inputs_for(name, model, 2)
+        with counter:
+            model(*small)
+        flops = (counter.get_total_flops() + lstm_flops(model, small)) / 2
+    with torch.no_grad():
+        x = inputs_for(name, model, batch)
+        model(*x)  # warm-up
+        start, runs = time.perf_counter(), 0
+        while runs < 2 or time.perf_counter() - start < 3.0:
+            model(*x)
+            runs += 1
+        rate = batch * runs / (time.perf_counter() - start)
+    return {"params": params, "flops": flops, "rate": rate, "batch": batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--only", default=",".join(names()))
+    args = parser.parse_args([] if __name__ != "__main__" else None)
+    torch.manual_seed(0)
+    peak = matmul_peak()
+    print(f"fp32 matmul peak on this machine: {peak:.1f} GFLOP/s "
+          f"({torch.get_num_threads()} threads)")
+    print(f"{'model':18s} {'params':>12s} {'GFLOP/spec':>11s} {'batch':>6s} {'spectra/s':>10s}"
+          f" {'GFLOP/s':>8s} {'of peak':>8s}")
+    for name in args.only.split(","):
+        r = measure(name, args.batch)
+        gflop = None if r["flops"] is None else r["flops"] / 1e9
+        achieved = None if gflop is None else gflop * r["rate"]
+        print(f"{name:18s} {r['params']:12,d} "
+              f"{'n/a' if gflop is None else f'{gflop:.3f}':>11s} {r['batch']:6d} "
+              f"{r['rate']:10.1f} {'n/a' if achieved is None else f'{achieved:.1f}':>8s} "
+              f"{'n/a' if achieved is None else f'{achieved / peak:.0%}':>8s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

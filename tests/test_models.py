@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stellar_ray.models import build, card, names
-from stellar_ray.models.preprocess import inject_noise, median_normalise
+from stellar_ray.models.preprocess import LabelScaler, inject_noise, median_normalise
 from stellar_ray.models.smnet import Log1pFluxScaler, masked_weighted_mse
 
 pytestmark = pytest.mark.timeout(300)
@@ -186,3 +186,12 @@ def test_cinn_recovers_a_linear_gaussian_posterior():
 def test_cards_state_the_default_parameter_count(name):
     model = build(name)
     assert sum(p.numel() for p in model.parameters()) == card(name).params
+
+
+def test_label_scaler_round_trip_ignores_unknown_labels():
+    labels = torch.tensor([[5000.0, 4.0], [6000.0, float("nan")], [7000.0, 2.0]])
+    scaler = LabelScaler.fit(labels)
+    z = scaler(labels)
+    assert torch.allclose(z[:, 0], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-4)
+    assert torch.isnan(z[1, 1]) and torch.allclose(z[[0, 2], 1], torch.tensor([1.0, -1.0]))
+    assert torch.allclose(scaler.inverse(z)[[0, 2]], labels[[0, 2]])

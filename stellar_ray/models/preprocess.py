@@ -1,5 +1,5 @@
-"""Input transforms shared by the regressors (paper 003 §3.2): median normalisation with
-clipping at zero, and heteroscedastic noise injection x + α ε σ as a training transform."""
+"""Transforms shared by the regressors (paper 003 §3.2): median normalisation with clipping at
+zero, heteroscedastic noise injection x + α ε σ as a training transform, and z-scored labels."""
 
 from __future__ import annotations
 
@@ -22,3 +22,27 @@ def inject_noise(x: torch.Tensor, sigma: torch.Tensor, alpha: float = 1.0,
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     noise = torch.where(torch.isfinite(sigma), alpha * eps * sigma, torch.zeros_like(x))
     return x + noise
+
+
+class LabelScaler(torch.nn.Module):
+    """z-scoring of labels with training-set statistics (paper 003 eq. 16): (B, K) <-> (B, K).
+    Buffers, so a saved model carries its scaling."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    @classmethod
+    def fit(cls, labels: torch.Tensor) -> LabelScaler:
+        """Statistics of ``labels`` (N, K), ignoring NaN (unknown) values."""
+        labels = torch.as_tensor(labels, dtype=torch.float32)
+        mean = torch.nanmean(labels, dim=0)
+        std = torch.sqrt(torch.nanmean((labels - mean) ** 2, dim=0))
+        return cls(mean, torch.where(std > 0, std, torch.ones_like(std)))
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return (labels - self.mean) / self.std
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean

@@ -126,6 +126,44 @@ def simulate(
                   f"{len(m.shards)} shards at {to}")
 
 
+@app.command("train")
+def train_command(
+    config: Annotated[Path, typer.Argument(help="training YAML (see jobs/configs/)")],
+    address: Address = None,
+) -> None:
+    """Train a model with Ray Train and write its artifact."""
+    from .train.config import TrainConfig
+    from .train.run import train
+
+    try:
+        cfg = TrainConfig.from_yaml(config)
+        result = train(cfg, address=address)
+    except (SpectraError, ValueError) as err:
+        _fail(err)
+    best = result.best_metrics
+    console.print(f"trained {cfg.model} for {result.epochs} epochs; best validation loss "
+                  f"{best.get('val_loss', float('nan')):.4g} at epoch {best.get('epoch')}")
+    console.print(f"artifact: {result.artifact}")
+
+
+@app.command("tune")
+def tune_command(
+    config: Annotated[Path, typer.Argument(help="sweep YAML: base, search, scheduler")],
+    address: Address = None,
+) -> None:
+    """Sweep hyperparameters with Ray Tune (ASHA or PBT)."""
+    from .train.sweep import SweepConfig, sweep
+
+    try:
+        summary = sweep(SweepConfig.from_yaml(config), address=address)
+    except (SpectraError, ValueError) as err:
+        _fail(err)
+    console.print(f"{summary['trials']} trials; best {summary['params']} with "
+                  f"val_loss {summary['metrics'].get('val_loss', float('nan')):.4g}")
+    console.print(f"results: {summary['results']}; best configuration: "
+                  f"{summary['best_config']}")
+
+
 @app.command()
 def info(url: str, storage_options: StorageOptions = None) -> None:
     """Print what a dataset holds (from its manifest)."""

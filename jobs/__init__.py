@@ -1,0 +1,1 @@
+"""Ray job entry points: ``ray job submit --working-dir . -- python -m jobs.<job> --config ...``."""

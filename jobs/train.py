@@ -1,0 +1,20 @@
+"""Ray job entry point for training: ``python -m jobs.train --config jobs/configs/X.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+
+from stellar_ray.train.config import TrainConfig
+from stellar_ray.train.run import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args()
+    result = train(TrainConfig.from_yaml(args.config), address="auto")
+    print(f"artifact: {result.artifact}")
+
+
+if __name__ == "__main__":
+    main()

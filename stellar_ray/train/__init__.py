@@ -1,0 +1,1 @@
+"""Training with Ray Train: one path for emulators, regressors and the cINN."""

@@ -1,0 +1,96 @@
+"""The typed training configuration (YAML-loadable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..models.registry import card
+
+
+class DataConfig(BaseModel):
+    """Where spectra come from: a training dataset URL and a validation one (or a fraction of
+    the training set, chosen by a hash of spectrum_id so it is stable across runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: str
+    validation: str | None = None
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    labels: list[str] = Field(min_length=1, description="label columns the model predicts "
+                              "(regressors, cINN) or takes (emulators)")
+    noise_alpha: float = Field(default=1.0, ge=0, description="α of x + α ε σ, fresh each "
+                               "epoch, when the dataset keeps noiseless model flux")
+    storage_options: dict[str, Any] | None = None
+
+
+class OptimConfig(BaseModel):
+    """AdamW with linear warm-up and cosine decay; gradient clipping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=3e-4, gt=0)
+    min_lr: float = Field(default=1e-5, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    grad_clip: float = Field(default=0.5, gt=0)
+    loss: Literal["mse", "l1"] | None = None  # None: the paper's choice for the family
+
+
+class ScalingSettings(BaseModel):
+    """Data-parallel workers: GPUs on a cluster, CPU workers here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(default=1, gt=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    max_failures: int = Field(default=0, ge=-1)
+
+
+class TrainConfig(BaseModel):
+    """A training run."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict, description="keywords for "
+                                       "stellar_ray.models.build (sizes, labels, pixels)")
+    data: DataConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+    output: str = Field(description="storage path of the run (checkpoints) and its artifact")
+    name: str = "stellar-ray-train"
+    seed: int = 0
+    keep_checkpoints: int = Field(default=3, gt=0, description="best checkpoints kept")
+    worker_env: dict[str, str] = Field(default_factory=dict, description="environment "
+                                       "variables set in every training worker")
+    init_from: str | None = Field(default=None, description="artifact to fine-tune from")
+
+    @model_validator(mode="after")
+    def _known_model(self) -> TrainConfig:
+        c = card(self.model)  # raises with the list of names
+        if c.family == "classical":
+            raise ValueError(f"model '{self.model}' is a classical baseline: fit it with "
+                             ".fit(), not Ray Train")
+        return self
+
+    @property
+    def family(self) -> str:
+        return card(self.model).family
+
+    @property
+    def loss(self) -> str:
+        if self.optim.loss:
+            return self.optim.loss
+        # paper 003 Table 1: transformers L1, the rest MSE; emulators MSE (paper 002)
+        return "l1" if self.model in ("specvit", "overlap_vit") else "mse"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})

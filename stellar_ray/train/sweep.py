@@ -1,0 +1,147 @@
+"""``stellar-ray tune``: hyperparameter sweeps with Ray Tune (ASHA or PBT) over training runs.
+
+Each trial runs the same Ray Train path as ``stellar-ray train`` inside a Tune function
+(Ray 2.60 does not take a TorchTrainer as a Tune trainable) and reports every epoch to
+Tune through ``TuneReportCallback``. The search space is written in YAML with dotted keys
+into the training configuration::
+
+    base: {model: specvit, data: {...}, optim: {...}, scaling: {...}, output: runs}
+    search:
+      optim.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      model_args.d: {choice: [32, 64]}
+    scheduler: {kind: asha, grace_period: 1}
+    num_samples: 4
+    max_concurrent: 2
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from ..runtime import init_ray
+from ..spectra.dataset import put_table
+from ..spectra.storage import join, resolve, write_bytes_atomic
+from .config import TrainConfig
+
+_SPACES = {"uniform": tune.uniform, "loguniform": tune.loguniform,
+           "choice": lambda *values: tune.choice(list(values)),
+           "randint": tune.randint}
+
+
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["asha", "pbt"] = "asha"
+    grace_period: int = Field(default=1, gt=0)
+    reduction_factor: float = Field(default=2.0, gt=1)
+    perturbation_interval: int = Field(default=1, gt=0)
+
+
+class SweepConfig(BaseModel):
+    """A sweep: the base training configuration, the space, the scheduler, the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: dict[str, Any]
+    search: dict[str, dict[str, list[Any]]]
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    num_samples: int = Field(default=4, gt=0)
+    max_concurrent: int = Field(default=1, gt=0)
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    name: str = "sweep"
+
+    def space(self) -> dict[str, Any]:
+        out = {}
+        for key, spec in self.search.items():
+            (kind, args), = spec.items()
+            if kind not in _SPACES:
+                raise ValueError(f"search.{key}: unknown distribution '{kind}'; use one of "
+                                 f"{sorted(_SPACES)}")
+            out[key] = _SPACES[kind](*args)
+        return out
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def apply(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with each dotted key of ``params`` set."""
+    out = copy.deepcopy(base)
+    for key, value in params.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _trial(params: dict[str, Any], sweep: dict[str, Any]) -> None:
+    from .run import prepare_run
+
+    cfg = TrainConfig.model_validate(apply(sweep["base"], params))
+    trial = tune.get_context().get_trial_name()
+    cfg = cfg.model_copy(update={"name": f"{cfg.name}-{trial}"})
+    prepare_run(cfg, callbacks=(TuneReportCallback(),)).trainer.fit()
+
+
+def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
+    """Run the sweep; write ``results.parquet`` and ``best.yaml`` under the base output; return
+    the best trial's parameters and metrics."""
+    TrainConfig.model_validate(config.base)  # fail before any trial on a bad base
+    space = config.space()
+    for key in config.search:
+        TrainConfig.model_validate(apply(config.base, {key: space[key].sample()}))
+    init_ray(address)
+    if config.scheduler.kind == "asha":
+        scheduler = tune.schedulers.ASHAScheduler(
+            time_attr="training_iteration", grace_period=config.scheduler.grace_period,
+            reduction_factor=config.scheduler.reduction_factor)
+    else:
+        scheduler = tune.schedulers.PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=config.scheduler.perturbation_interval,
+            hyperparam_mutations=space)
+    output = config.base["output"]
+    tuner = tune.Tuner(
+        tune.with_parameters(_trial, sweep=config.model_dump(mode="json")),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=config.metric, mode=config.mode,
+                                    scheduler=scheduler, num_samples=config.num_samples,
+                                    max_concurrent_trials=config.max_concurrent),
+        run_config=tune.RunConfig(name=config.name, storage_path=_absolute(output)),
+    )
+    results = tuner.fit()
+    best = results.get_best_result(metric=config.metric, mode=config.mode)
+    frame = results.get_dataframe().copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].astype(str)
+    url = f"{output.rstrip('/')}/{config.name}"
+    put_table(url, "results.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    best_cfg = apply(config.base, best.config)
+    fs, base = resolve(url)
+    write_bytes_atomic(fs, join(base, "best.yaml"), yaml.safe_dump(best_cfg).encode())
+    summary = {"params": best.config, "metrics": {k: v for k, v in best.metrics.items()
+                                                  if isinstance(v, (int, float))},
+               "trials": len(frame), "results": f"{url}/results.parquet",
+               "best_config": f"{url}/best.yaml"}
+    write_bytes_atomic(fs, join(base, "best.json"), json.dumps(summary, indent=1,
+                                                                default=str).encode())
+    return summary
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)

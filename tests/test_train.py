@@ -1,0 +1,146 @@
+"""Ray Train for every family: two workers, validation loss, resumption, a killed worker,
+the artifact, fine-tuning and bad configurations."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stellar_ray.simulate.survey import SimulationConfig, simulate
+from stellar_ray.spectra.errors import SpectraError
+from stellar_ray.train.artifact import load_artifact
+from stellar_ray.train.config import TrainConfig
+from stellar_ray.train.run import train
+
+pytestmark = pytest.mark.timeout(600)
+
+SURVEY = {
+    "instrument": {
+        "mode": "TEST",
+        "grid": {"arms": [{"name": "r", "kind": "linear", "start": 6150.0, "step": 1.0,
+                           "npix": 256}]},
+        "arms": [{"name": "r", "lo": 6150.0, "hi": 6405.0, "resolving_power": 5000.0}],
+    },
+    "n_spectra": 320, "rows_per_shard": 64, "seed": 3,
+    "prior": {"kind": "uniform",
+              "ranges": {"teff": [4000, 7000], "logg": [1.0, 5.0], "fe_h": [-1.5, 0.3]},
+              "fixed": {"vsini": 2.0, "rv": 0.0, "alpha_fe": 0.0, "ca_fe": 0.0, "mg_fe": 0.0,
+                        "li_fe": 0.0, "vmic": 1.0}},
+    "snr": {"kind": "fixed", "value": 100},
+}
+TINY = {
+    "specvit": {"d": 32, "heads": 4, "layers": 2},
+    "payne": {"hidden": [64, 64]},
+    "cinn": {"condition_config": {"d": 32, "stem": [8, 16, 16], "lstm_hidden": 16,
+                                  "heads": 4, "layers": 1},
+             "transforms": 2, "hidden": [32, 32]},
+}
+
+
+@pytest.fixture(scope="module")
+def survey(ray_session, tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("train") / "survey")
+    simulate(SimulationConfig.model_validate(SURVEY), url, progress=False)
+    return url
+
+
+def config(survey, tmp_path, model, **kw):
+    data = {"train": survey, "labels": ["teff", "logg", "fe_h"], "validation_fraction": 0.2}
+    base = {"model": model, "model_args": TINY[model], "data": data,
+            "optim": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_fraction": 0.05},
+            "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+            "output": str(tmp_path / "runs"), "name": model}
+    for key, value in kw.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return TrainConfig.model_validate(base)
+
+
+@pytest.mark.parametrize("model", ["specvit", "payne", "cinn"])
+def test_every_family_trains_on_two_workers(survey, tmp_path, model):
+    result = train(config(survey, tmp_path, model))
+    assert result.epochs == 2
+    losses = [m["val_loss"] for m in result.history]
+    assert len(losses) == 2 and losses[1] < losses[0], losses
+    artifact = load_artifact(result.artifact)
+    artifact.verify()
+    assert artifact.metadata["model"] == model
+    assert artifact.grid.npix == 256
+    if model == "specvit":
+        assert {"teff/r2", "logg/sigma_robust", "fe_h/mae/dwarf"} <= set(result.best_metrics)
+    if model == "payne":
+        assert {"mse", "mae", "maqe95"} <= set(result.best_metrics)
+    if model == "cinn":
+        assert {"nll", "coverage68", "coverage95"} <= set(result.best_metrics)
+
+
+def test_a_stopped_run_resumes_at_the_right_epoch(survey, tmp_path):
+    first = train(config(survey, tmp_path, "payne", optim={"epochs": 1}))
+    assert first.epochs == 1
+    second = train(config(survey, tmp_path, "payne", optim={"epochs": 3}))
+    assert second.epochs == 3
+    assert [m["epoch"] for m in second.history] == [0, 1, 2]
+
+
+def test_a_killed_worker_is_replaced_and_training_completes(survey, tmp_path):
+    marker = tmp_path / "killed"
+    cfg = config(survey, tmp_path, "payne", optim={"epochs": 3},
+                 scaling={"max_failures": 2},
+                 worker_env={"STELLAR_RAY_FAIL_AT": f"1:1:{marker}"})
+    result = train(cfg)
+    assert marker.exists()  # the rank-1 worker process really exited at epoch 1
+    assert result.epochs == 3
+    assert [m["epoch"] for m in result.history] == [0, 1, 2]
+
+
+def test_fine_tuning_widens_the_input_layer(survey, tmp_path):
+    base_cfg = config(survey, tmp_path, "payne", optim={"epochs": 1},
+                      data={"labels": ["teff", "logg"]}, name="base")
+    base = train(base_cfg)
+    tuned = train(config(survey, tmp_path, "payne", optim={"epochs": 1, "lr": 5e-4},
+                         init_from=base.artifact, name="tuned"))
+    b = load_artifact(base.artifact).model.state_dict()
+    t = load_artifact(tuned.artifact).model.state_dict()
+    first = "net.0.weight"
+    assert b[first].shape[1] == 2 and t[first].shape[1] == 3
+    # the tuned model started from the base: its first two input columns stay close
+    assert torch.nn.functional.cosine_similarity(t[first][:, :2].flatten(),
+                                                 b[first].flatten(), dim=0) > 0.5
+
+
+def test_bad_configurations_are_named(survey, tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'gpt'"):
+        config(survey, tmp_path, "specvit", model="gpt")
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig.model_validate({"model": "payne", "data": {"train": survey,
+                                    "labels": ["teff"]}, "output": "x", "colour": 1})
+    with pytest.raises(SpectraError, match="label 'vturb' is not in the dataset"):
+        train(config(survey, tmp_path, "specvit", data={"labels": ["teff", "vturb"]}))
+    with pytest.raises(SpectraError, match="model expects 512 pixels, the dataset grid has 256"):
+        train(config(survey, tmp_path, "specvit", model_args={"n_pix": 512}))
+
+
+def test_non_finite_loss_names_the_step(survey, tmp_path):
+    cfg = config(survey, tmp_path, "payne", optim={"epochs": 1, "lr": 1e30,
+                                                   "grad_clip": 1e30},
+                 scaling={"num_workers": 1, "cpus_per_worker": 1.0})
+    with pytest.raises(Exception, match=r"non-finite loss .* at epoch 0, step \\d+"):
+        train(cfg)
+
+
+def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
+    import pyarrow.parquet as pq
+    import yaml
+
+    from stellar_ray.train.sweep import SweepConfig, sweep
+
+    base = config(survey, tmp_path, "payne", optim={"epochs": 2},
+                  scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
+    summary = sweep(SweepConfig(base=base, search={"optim.lr": {"choice": [1e-4, 3e-4, 1e-3,
+                                                                            3e-3]}},
+                                num_samples=4, max_concurrent=2))
+    table = pq.read_table(summary["results"]).to_pandas()
+    assert len(table) == 4 == summary["trials"]
+    assert summary["params"]["optim.lr"] in (1e-4, 3e-4, 1e-3, 3e-3)
+    assert summary["metrics"]["val_loss"] == pytest.approx(table["val_loss"].min())
+    best = yaml.safe_load(Path(summary["best_config"]).read_text())
+    assert best["optim"]["lr"] == summary["params"]["optim.lr"]

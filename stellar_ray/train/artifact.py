@@ -174,7 +174,7 @@ def reference_inputs(family: str, norm: Normalisation, batch: dict[str, np.ndarr
     z = norm.z(labels_of(batch, norm.labels))[:n]
     out = {"labels_z": torch.nan_to_num(z)}
     if family != "emulator":
-        out["flux"] = torch.as_tensor(np.asarray(batch["flux"][:n]), dtype=torch.float32)
+        out["flux"] = torch.tensor(np.array(batch["flux"][:n]), dtype=torch.float32)
     elif norm.wavelength is not None:
         out["wavelength"] = torch.as_tensor(norm.wavelength, dtype=torch.float32)[:256]
     return out

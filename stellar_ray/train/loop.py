@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -132,7 +133,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.optim.epochs):
         _injected_failure(epoch, rank)
         model.train()
-        total, count = 0.0, 0
+        total, count, seen, started = 0.0, 0, 0, time.perf_counter()
         for batch in train_data.iter_batches(batch_size=cfg.optim.batch_size,
                                              batch_format="numpy"):
             inputs, target = prepare(batch, cfg.family, cfg.model, norm, cfg.data.noise_alpha,
@@ -149,8 +150,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             optimizer.step()
             scheduler.step()
             total, count, step = total + float(loss), count + 1, step + 1
+            seen += len(target)
+        seconds = time.perf_counter() - started
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(count, 1),
-                                   "lr": scheduler.get_last_lr()[0]}
+                                   "lr": scheduler.get_last_lr()[0], "epoch_train_s": seconds,
+                                   "train_spectra_per_s": seen * world / max(seconds, 1e-9)}
         report_checkpoint = None
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:

@@ -115,8 +115,12 @@ def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
             perturbation_interval=config.scheduler.perturbation_interval,
             hyperparam_mutations=space)
     output = config.base["output"]
+    # The trial function only drives its TorchTrainer: it must hold almost no CPU, or on a
+    # small node the trials' own workers could never be scheduled.
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, sweep=config.model_dump(mode="json")), {"cpu": 0.001})
     tuner = tune.Tuner(
-        tune.with_parameters(_trial, sweep=config.model_dump(mode="json")),
+        trainable,
         param_space=space,
         tune_config=tune.TuneConfig(metric=config.metric, mode=config.mode,
                                     scheduler=scheduler, num_samples=config.num_samples,
@@ -125,22 +129,37 @@ def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
     )
     results = tuner.fit()
     best = results.get_best_result(metric=config.metric, mode=config.mode)
-    frame = results.get_dataframe().copy()
-    for column in frame.columns:
-        if frame[column].dtype == object:
-            frame[column] = frame[column].astype(str)
+    # One row per trial from the in-memory results (Tune's own result files may be off).
+    rows = []
+    for r in results:
+        row = {f"param/{k}": v for k, v in r.config.items()}
+        row.update({k: v for k, v in (r.metrics or {}).items()
+                    if isinstance(v, (int, float, str)) and not k.startswith("config")})
+        row["error"] = None if r.error is None else str(r.error)[:500]
+        rows.append(row)
+    columns = sorted({k for row in rows for k in row})
+    table = pa.table({c: pa.array([_cell(row.get(c)) for row in rows]) for c in columns})
     url = f"{output.rstrip('/')}/{config.name}"
-    put_table(url, "results.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+    put_table(url, "results.parquet", table)
     best_cfg = apply(config.base, best.config)
     fs, base = resolve(url)
     write_bytes_atomic(fs, join(base, "best.yaml"), yaml.safe_dump(best_cfg).encode())
     summary = {"params": best.config, "metrics": {k: v for k, v in best.metrics.items()
                                                   if isinstance(v, (int, float))},
-               "trials": len(frame), "results": f"{url}/results.parquet",
+               "trials": len(rows), "results": f"{url}/results.parquet",
                "best_config": f"{url}/best.yaml"}
     write_bytes_atomic(fs, join(base, "best.json"), json.dumps(summary, indent=1,
                                                                 default=str).encode())
     return summary
+
+
+def _cell(value: Any) -> Any:
+    """Table cells: numbers as floats, everything else as text."""
+    if value is None or isinstance(value, float):
+        return value
+    if isinstance(value, (int, bool)):
+        return float(value)
+    return str(value)
 
 
 def _absolute(path: str) -> str:

@@ -148,3 +148,19 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
     assert summary["metrics"]["val_loss"] == pytest.approx(table["val_loss"].min())
     best = yaml.safe_load(Path(summary["best_config"]).read_text())
     assert best["optim"]["lr"] == summary["params"]["optim.lr"]
+
+
+def test_plateau_schedule_decays_lr_and_batch_and_stops_early():
+    from stellar_ray.train.loop import _update_plateau
+
+    cfg = TrainConfig.model_validate({
+        "model": "smnet", "data": {"train": "x", "labels": ["teff"]}, "output": "x",
+        "optim": {"schedule": "plateau", "batch_size": 100, "plateau_patience": 2,
+                  "early_stop_patience": 5}})
+    state = {"scale": 1.0, "batch": 100, "stale": 0, "stop": False}
+    history = []
+    for improved in (True, False, False, False, False, False):
+        _update_plateau(state, improved, cfg)
+        history.append((round(state["scale"], 3), state["batch"], state["stop"]))
+    assert history == [(1.0, 100, False), (1.0, 100, False), (0.8, 80, False),
+                       (0.8, 80, False), (0.64, 64, False), (0.64, 64, True)]

@@ -40,6 +40,14 @@ class OptimConfig(BaseModel):
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
     grad_clip: float = Field(default=0.5, gt=0)
     loss: Literal["mse", "l1"] | None = None  # None: the paper's choice for the family
+    bf16: bool = Field(default=True, description="bf16 autocast when training on GPUs")
+    schedule: Literal["cosine", "plateau"] = Field(
+        default="cosine", description="cosine: warm-up then cosine decay (papers 002, 003); "
+        "plateau: SM-Net's coupled decay of learning rate and batch size (paper 000)")
+    plateau_factor: float = Field(default=0.8, gt=0, lt=1)
+    plateau_patience: int = Field(default=3, gt=0, description="epochs without improvement")
+    early_stop_patience: int | None = Field(default=None, gt=0, description="stop after this "
+                                            "many epochs without improvement")
 
 
 class ScalingSettings(BaseModel):

@@ -17,6 +17,7 @@ import numpy as np
 import ray.train
 import torch
 from ray.train import Checkpoint
+from ray.train.collective import broadcast_from_rank_zero
 from ray.train.torch import prepare_model
 
 from ..models.registry import build
@@ -92,6 +93,20 @@ def _injected_failure(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def _update_plateau(plateau: dict[str, Any], improved: bool, cfg: TrainConfig) -> None:
+    """SM-Net's schedule: after ``plateau_patience`` epochs without improvement multiply the
+    learning rate and the batch size by ``plateau_factor``; early stopping after
+    ``early_stop_patience`` such epochs."""
+    plateau["stale"] = 0 if improved else plateau["stale"] + 1
+    patience = cfg.optim.early_stop_patience
+    if patience is not None and plateau["stale"] >= patience:
+        plateau["stop"] = True
+    if cfg.optim.schedule == "plateau" and plateau["stale"] > 0 and \
+            plateau["stale"] % cfg.optim.plateau_patience == 0:
+        plateau["scale"] *= cfg.optim.plateau_factor
+        plateau["batch"] = max(1, int(plateau["batch"] * cfg.optim.plateau_factor))
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = TrainConfig.model_validate(loop_config["config"])
     os.environ.update(cfg.worker_env)
@@ -111,9 +126,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
     steps_per_epoch = max(1, math.ceil(loop_config["train_rows"] / world / cfg.optim.batch_size))
+    plateau = {"scale": 1.0, "batch": cfg.optim.batch_size, "stale": 0, "stop": False}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         steps_per_epoch * cfg.optim.epochs, cfg.optim.warmup_fraction,
-        cfg.optim.min_lr / cfg.optim.lr))
+        cfg.optim.min_lr / cfg.optim.lr) if cfg.optim.schedule == "cosine"
+        else (lambda _: plateau["scale"]))
 
     start_epoch, best = 0, math.inf
     checkpoint = ray.train.get_checkpoint()
@@ -125,6 +142,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
+        plateau.update(state.get("plateau", {}))
         generator.manual_seed(cfg.seed * 1000 + rank + 7919 * start_epoch)
 
     train_data = ray.train.get_dataset_shard("train")
@@ -134,12 +152,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _injected_failure(epoch, rank)
         model.train()
         total, count, seen, started = 0.0, 0, 0, time.perf_counter()
-        for batch in train_data.iter_batches(batch_size=cfg.optim.batch_size,
+        for batch in train_data.iter_batches(batch_size=int(plateau["batch"]),
                                              batch_format="numpy"):
             inputs, target = prepare(batch, cfg.family, cfg.model, norm, cfg.data.noise_alpha,
                                      True, generator)
             inputs = tuple(x.to(device) for x in inputs)
-            loss = loss_of(model, inputs, target.to(device), cfg.family, cfg.model, cfg.loss)
+            # bf16 autocast on GPUs only: on CPUs bf16 arithmetic is hundreds of times slower
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                enabled=device.type == "cuda" and cfg.optim.bf16):
+                loss = loss_of(model, inputs, target.to(device), cfg.family, cfg.model,
+                               cfg.loss).float()
             if not torch.isfinite(loss):
                 last = checkpoint.path if checkpoint else "none (no epoch finished yet)"
                 raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at epoch {epoch}, step "
@@ -159,12 +181,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 metrics.update(validate(model, cfg, norm, val_data, device, generator))
+                improved = metrics["val_loss"] < best
                 best = float(min(best, metrics["val_loss"]))
                 metrics["best_val_loss"] = best
+                _update_plateau(plateau, improved, cfg)
+                metrics["batch_size"] = int(plateau["batch"])
                 torch.save({"model": _unwrap(model).state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch,
-                            "best": best}, os.path.join(tmp, CHECKPOINT_FILE))
+                            "best": best, "plateau": dict(plateau)},
+                           os.path.join(tmp, CHECKPOINT_FILE))
                 report_checkpoint = Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=report_checkpoint)
         checkpoint = ray.train.get_checkpoint() or checkpoint
+        if world > 1:  # every rank follows rank 0's decisions
+            plateau.update(broadcast_from_rank_zero(dict(plateau)))
+        if plateau["stop"]:
+            break

@@ -111,3 +111,12 @@ def make_batch(n: int = 25, npix: int = 64, seed: int = 0, prefix: str = "s") ->
 @pytest.fixture
 def tmp_url(tmp_path):
     return str(tmp_path / "ds")
+
+
+def make_instrument(start: float, step: float, npix: int, resolving_power: float) -> dict:
+    """A one-arm instrument definition for simulation configs in tests (Å)."""
+    hi = start + step * (npix - 1)
+    return {"mode": "TEST",
+            "grid": {"arms": [{"name": "r", "kind": "linear", "start": start, "step": step,
+                               "npix": npix}]},
+            "arms": [{"name": "r", "lo": start, "hi": hi, "resolving_power": resolving_power}]}

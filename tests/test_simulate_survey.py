@@ -12,15 +12,12 @@ from stellar_ray.simulate.survey import PROGRESS_DIR, SimulationConfig, simulate
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import iter_shards, validate_dataset
 
+from .conftest import make_instrument
+
 pytestmark = pytest.mark.timeout(300)
 
 SMALL = {
-    "instrument": {
-        "mode": "TEST",
-        "grid": {"arms": [{"name": "r", "kind": "linear", "start": 6150.0, "step": 0.1,
-                           "npix": 2001}]},
-        "arms": [{"name": "r", "lo": 6150.0, "hi": 6350.0, "resolving_power": 8000.0}],
-    },
+    "instrument": make_instrument(6150.0, 0.1, 2001, 8000.0),
     "n_spectra": 30,
     "rows_per_shard": 8,
     "seed": 7,

@@ -12,15 +12,12 @@ from stellar_ray.train.artifact import load_artifact
 from stellar_ray.train.config import TrainConfig
 from stellar_ray.train.run import train
 
+from .conftest import make_instrument
+
 pytestmark = pytest.mark.timeout(600)
 
 SURVEY = {
-    "instrument": {
-        "mode": "TEST",
-        "grid": {"arms": [{"name": "r", "kind": "linear", "start": 6150.0, "step": 1.0,
-                           "npix": 256}]},
-        "arms": [{"name": "r", "lo": 6150.0, "hi": 6405.0, "resolving_power": 5000.0}],
-    },
+    "instrument": make_instrument(6150.0, 1.0, 256, 5000.0),
     "n_spectra": 320, "rows_per_shard": 64, "seed": 3,
     "prior": {"kind": "uniform",
               "ranges": {"teff": [4000, 7000], "logg": [1.0, 5.0], "fe_h": [-1.5, 0.3]},

@@ -3,7 +3,8 @@
     python -m benchmarks.train_rate [--spectra 2048] [--epochs 3]
 
 The same model (SpecViT, D = 64, 2 layers, on 1,024-pixel spectra), data and batch size:
-(a) a plain loop over in-memory tensors in this process; (b) ``stellar-ray train`` with one
+(a) a plain loop over in-memory tensors in this process, with all threads and with one
+(a Ray worker of one CPU runs one thread); (b) ``stellar-ray train`` with one
 worker; (c) with two workers (0.5 CPU each, so that Ray Data keeps a core). Throughput is
 training spectra per second during the epochs (the mean of the last epochs, set-up
 excluded), and the end-to-end time of each run is printed too.
@@ -47,7 +48,9 @@ def make_data(url: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return flux, labels
 
 
-def bare_loop(flux: np.ndarray, labels: np.ndarray, epochs: int, batch: int) -> float:
+def bare_loop(flux: np.ndarray, labels: np.ndarray, epochs: int, batch: int,
+              threads: int) -> float:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build("specvit", n_labels=3, n_pix=NPIX, **MODEL)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -91,14 +94,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = os.path.join(tmp, "data")
         flux, labels = make_data(url, args.spectra)
-        bare = bare_loop(flux, labels, args.epochs, args.batch)
+        threads = torch.get_num_threads()
+        bare = bare_loop(flux, labels, args.epochs, args.batch, threads)
+        bare_one = bare_loop(flux, labels, args.epochs, args.batch, 1)
+        torch.set_num_threads(threads)
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  log_to_driver=False)
         one = ray_run(url, os.path.join(tmp, "runs"), 1, args.epochs, args.batch)
         two = ray_run(url, os.path.join(tmp, "runs"), 2, args.epochs, args.batch)
         ray.shutdown()
     print(f"{'run':28s} {'spectra/s':>10s} {'ratio':>6s} {'end-to-end s':>13s}")
-    print(f"{'bare PyTorch loop':28s} {bare:10.1f} {1.0:6.2f} {'':>13s}")
+    print(f"{f'bare PyTorch loop, {threads} threads':28s} {bare:10.1f} {1.0:6.2f}")
+    print(f"{'bare PyTorch loop, 1 thread':28s} {bare_one:10.1f} {bare_one / bare:6.2f}")
     for name, (rate, total) in (("Ray Train, 1 worker", one), ("Ray Train, 2 workers", two)):
         print(f"{name:28s} {rate:10.1f} {rate / bare:6.2f} {total:13.1f}")
 

@@ -16,6 +16,7 @@ import torch
 import zuko
 from torch import nn
 
+from .preprocess import median_normalise
 from .regressor import SpectrumRegressor
 
 
@@ -40,8 +41,6 @@ class _EncoderSummary(nn.Module):
         self.summary_dim = regressor.summary_dim
 
     def forward(self, flux: torch.Tensor) -> torch.Tensor:
-        from .preprocess import median_normalise
-
         x, _ = median_normalise(flux)
         return self.regressor.encode(x)
 

@@ -153,6 +153,8 @@ class LineFormation(torch.nn.Module):
                              persistent=False)
         self.abundance_label = [e.abundance_label for e in els]
         self.is_hydrogen = [e.symbol == "H" for e in els]
+        self.register_buffer("line_is_h", torch.tensor(self.is_hydrogen)[self.element],
+                             persistent=False)
         self.line_strength = line_strength
         self.hydrogen_strength = hydrogen_strength
         self.beta_scale = beta_scale
@@ -196,7 +198,7 @@ class LineFormation(torch.nn.Module):
         # --- line-centre opacity ratio η₀ for every (star, line): (B, L) ---------------
         lam = self.wave.to(dtype)[None, :]
         el, ion = self.element, self.ion
-        is_h = torch.tensor(self.is_hydrogen, device=device)[el][None, :]
+        is_h = self.line_is_h[None, :]
         theta = torch.where(is_h, 5040.0 / teff[:, None], 5040.0 / t_line[:, None])
         chi1 = self.chi_ion[el, 0].to(dtype)[None, :]
         chi2 = self.chi_ion[el, 1].to(dtype)[None, :]

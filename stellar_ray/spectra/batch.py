@@ -6,7 +6,7 @@ Conversion to and from Arrow tables is copy-free for the (B, L) tensor columns, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -186,23 +186,6 @@ class SpectrumBatch:
             if MODEL_FLUX in names else None,
         )
 
-    @classmethod
-    def from_numpy(cls, batch: Mapping[str, np.ndarray], manifest: Manifest) -> SpectrumBatch:
-        """A batch from a Ray Data numpy batch (column name -> array)."""
-        label_names = set(manifest.label_names)
-        return cls(
-            spectrum_id=batch[ID_COLUMN],
-            flux=batch["flux"],
-            sigma=batch["sigma"],
-            mask=batch["mask"],
-            labels={n: np.asarray(batch[n], dtype=np.float64) for n in manifest.label_names
-                    if n in batch} or None,
-            metadata={n: v for n, v in batch.items()
-                      if n not in (ID_COLUMN, "flux", "sigma", "mask", MODEL_FLUX)
-                      and n not in label_names},
-            model_flux=batch.get(MODEL_FLUX),
-        )
-
 
 def _to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A scalar column as numpy (nulls become NaN for floats, None for strings)."""
@@ -244,8 +227,9 @@ def find_problems(
     ids = np.asarray(spectrum_id, dtype=object)
     empty = np.flatnonzero([(i is None) or (str(i) == "") for i in ids])
     flag(empty, ID_COLUMN, lambda r: "empty spectrum_id")
-    order = np.argsort(ids.astype(str), kind="stable")
-    sorted_ids = ids.astype(str)[order]
+    text = ids.astype(str)
+    order = np.argsort(text, kind="stable")
+    sorted_ids = text[order]
     dup_sorted = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1]) + 1
     dups = order[dup_sorted]
     flag(dups, ID_COLUMN, lambda r: f"duplicate spectrum_id '{ids[r]}'")

@@ -126,9 +126,10 @@ def delete_dataset(url: str, storage_options: dict | None = None) -> None:
     manifest = load_manifest(url, storage_options)
     fs, base = resolve(url, storage_options)
     fs.rm_file(join(base, MANIFEST_NAME))
-    for shard in manifest.shards:
-        if fs.exists(join(base, shard.path)):
-            fs.rm_file(join(base, shard.path))
+    shards = [join(base, s.path) for s in manifest.shards]
+    present = [p for p in shards if fs.exists(p)]
+    if present:
+        fs.rm(present)
 
 
 def read_shard(

@@ -32,7 +32,7 @@ from ..spectra.errors import ChecksumError, SpectraError
 from ..spectra.grid import WavelengthGrid
 from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
 from ..version import code_version
-from .objectives import Normalisation
+from .objectives import Normalisation, labels_of
 
 ARTIFACT_VERSION = 1
 FILES = ("weights.safetensors", "metadata.json", "reference/inputs.safetensors",
@@ -169,8 +169,6 @@ def load_artifact(url: str, storage_options: dict | None = None,
 def reference_inputs(family: str, norm: Normalisation, batch: dict[str, np.ndarray],
                      n: int = 4) -> dict[str, torch.Tensor]:
     """A few inputs from a validation batch, in model space."""
-    from .objectives import labels_of
-
     z = norm.z(labels_of(batch, norm.labels))[:n]
     out = {"labels_z": torch.nan_to_num(z)}
     if family != "emulator":

@@ -19,6 +19,7 @@ import torch
 from ray.train import Checkpoint
 from ray.train.collective import broadcast_from_rank_zero
 from ray.train.torch import prepare_model
+from safetensors.torch import load as load_tensors
 
 from ..models.registry import build
 from .config import TrainConfig
@@ -119,8 +120,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     model = build(cfg.model, **cfg.model_args)
     if loop_config.get("init_state"):
-        from safetensors.torch import load as load_tensors
-
         model.load_state_dict(load_tensors(loop_config["init_state"]), strict=False)
     model = prepare_model(model) if world > 1 or device.type != "cpu" else model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..models.preprocess import inject_noise
 from ..models.smnet import Log1pFluxScaler, masked_weighted_mse
+from ..models.transformer_payne import random_wavelength_subset
 from ..spectra.schema import MODEL_FLUX
 
 #: Wavelengths per spectrum and step when training TransformerPayne (paper 002: 8192).
@@ -65,17 +67,16 @@ def prepare(batch: dict[str, np.ndarray], family: str, model_name: str, norm: No
             return (z,), scaler(flux)
         target = flux / norm.flux_scale
         if model_name == "transformer_payne" and train:
-            b, n = target.shape
-            m = min(TRANSFORMER_PAYNE_SUBSET, n)
-            idx = torch.argsort(torch.rand(b, n, generator=generator), dim=1)[:, :m]
-            wave = torch.as_tensor(norm.wavelength, dtype=torch.float32)[idx]
+            grid = torch.as_tensor(norm.wavelength, dtype=torch.float32)
+            idx, wave = random_wavelength_subset(
+                grid, target.shape[0], min(TRANSFORMER_PAYNE_SUBSET, grid.numel()), generator)
             return (z, wave), target.gather(1, idx)
         return (z,), target
     sigma = torch.as_tensor(batch["sigma"], dtype=torch.float32)
     if train and MODEL_FLUX in batch and noise_alpha > 0:
         clean = torch.as_tensor(batch[MODEL_FLUX], dtype=torch.float32)
-        eps = torch.randn(clean.shape, generator=generator)
-        flux = torch.where(torch.isfinite(sigma), clean + noise_alpha * eps * sigma,
+        flux = torch.where(torch.isfinite(sigma),
+                           inject_noise(clean, sigma, noise_alpha, generator),
                            torch.zeros_like(clean))
     else:
         flux = torch.as_tensor(batch["flux"], dtype=torch.float32)

@@ -164,6 +164,59 @@ def tune_command(
                   f"{summary['best_config']}")
 
 
+@app.command("infer")
+def infer_command(
+    model: Annotated[str | None, typer.Argument(help="URL of the model artifact")] = None,
+    data: Annotated[str | None, typer.Argument(help="URL of the spectrum dataset")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="URL of the catalog")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="inference YAML (see jobs/configs/); arguments given here win")] = None,
+    mode: Annotated[str | None, typer.Option(help="auto, predict or fit")] = None,
+    max_actors: Annotated[int | None, typer.Option(help="upper bound of the pool")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="spectra per model call")] = None,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Run a trained model over a dataset into a Parquet catalog (resumable)."""
+    from .infer.config import InferConfig
+    from .infer.pipeline import infer
+
+    try:
+        base = yaml.safe_load(config.read_text()) if config else {}
+        base.update({k: v for k, v in {"model": model, "data": data, "to": to, "mode": mode,
+                                       "storage_options": _storage(storage_options)}.items()
+                     if v is not None})
+        actors = base.setdefault("actors", {})
+        actors.update({k: v for k, v in {"max_actors": max_actors,
+                                         "batch_size": batch_size}.items() if v is not None})
+        summary = infer(InferConfig.model_validate(base), address=address)
+    except (SpectraError, ValueError) as err:
+        _fail(err)
+    console.print(summary.text())
+    if summary.failed_shards:
+        raise typer.Exit(code=1)
+
+
+catalog_app = typer.Typer(no_args_is_help=True, help="Work with result catalogs.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("to-fits")
+def catalog_to_fits_command(
+    catalog: Annotated[str, typer.Argument(help="URL of the catalog")],
+    to: Annotated[str, typer.Option("--to", help="path or URL of the FITS file")],
+    storage_options: StorageOptions = None,
+) -> None:
+    """Export a catalog as a FITS binary table."""
+    from .spectra.catalog_fits import catalog_to_fits
+
+    try:
+        rows = catalog_to_fits(catalog, to, _storage(storage_options))
+    except SpectraError as err:
+        _fail(err)
+    console.print(f"wrote {rows} rows to {to}")
+
+
 @app.command()
 def info(url: str, storage_options: StorageOptions = None) -> None:
     """Print what a dataset holds (from its manifest)."""

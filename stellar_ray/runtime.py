@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 import ray
+import torch
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
-             dashboard: bool = False) -> None:
+             dashboard: bool = True) -> None:
     """Start or join Ray once per process (a second call is a no-op)."""
     if ray.is_initialized():
         return
@@ -20,3 +21,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
         return
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
              dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def pick_device() -> torch.device:
+    """The first CUDA device when this process sees one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

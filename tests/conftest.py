@@ -55,7 +55,9 @@ def ray_session():
     """One local Ray cluster of 2 CPUs for the whole test session."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
+    # The dashboard serves the State API, which Ray Train's placement-group cleaner needs to
+    # free the workers of a killed trial (PBT) and the Jobs API; bound to this machine only.
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
              object_store_memory=512 * 1024**2, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -147,6 +147,45 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
     assert best["optim"]["lr"] == summary["params"]["optim.lr"]
 
 
+def test_pbt_exploit_continues_from_the_donors_weights(survey, tmp_path):
+    from stellar_ray.train.sweep import SweepConfig, sweep
+
+    base = config(survey, tmp_path, "payne", optim={"epochs": 3},
+                  scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
+    summary = sweep(SweepConfig(
+        base=base, search={"optim.lr": {"choice": [1e-6, 3e-3]}}, num_samples=2,
+        max_concurrent=2, name="pbt",
+        scheduler={"kind": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
+                   "synch": True}))
+    assert summary["trials"] == 2
+    # a trial that copied another starts a new run from the donor's checkpoint: its first
+    # epoch is after the donor's, and the donor's weights came with it
+    copies = sorted((tmp_path / "runs").glob("payne-*-from-*"))
+    assert copies, sorted(p.name for p in (tmp_path / "runs").iterdir())
+    epochs = [torch.load(p / "state.pt", weights_only=True)["epoch"]
+              for copy in copies for p in copy.glob("checkpoint_*")]
+    assert epochs and min(epochs) >= 1, epochs
+
+
+def test_training_on_a_survey_simulated_on_the_fly(ray_session, tmp_path):
+    data = {"simulate": {**SURVEY, "n_spectra": 256}, "labels": ["teff", "logg", "fe_h"],
+            "validation_fraction": 0.25}
+    cfg = TrainConfig.model_validate({
+        "model": "specvit", "model_args": TINY["specvit"], "data": data,
+        "optim": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_fraction": 0.05},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "output": str(tmp_path / "runs"), "name": "on-the-fly"})
+    result = train(cfg)
+    losses = [m["val_loss"] for m in result.history]
+    assert result.epochs == 2 and losses[1] < losses[0], losses
+    artifact = load_artifact(result.artifact)
+    assert artifact.grid.npix == 256
+    assert artifact.metadata["normalisation"]["labels"] == ["teff", "logg", "fe_h"]
+    with pytest.raises(ValueError, match="exactly one of"):
+        TrainConfig.model_validate({"model": "specvit", "output": "x",
+                                    "data": {**data, "train": "somewhere"}})
+
+
 def test_plateau_schedule_decays_lr_and_batch_and_stops_early():
     from stellar_ray.train.loop import _update_plateau
 

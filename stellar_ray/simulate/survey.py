@@ -32,6 +32,7 @@ from ..spectra.dataset import (
 )
 from ..spectra.errors import SpectraError
 from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
+from ..spectra.schema import MODEL_FLUX
 from ..spectra.storage import join, read_bytes, resolve, retrying, write_bytes_atomic
 from ..version import code_version
 from .generator import SpectrumGenerator
@@ -161,9 +162,8 @@ def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.nda
     )
 
 
-def simulate_shard(config: SimulationConfig, shard: int, url: str, manifest: Manifest,
-                   storage_options: dict | None = None) -> ShardRecord:
-    """Ray task body: generate and write shard ``shard``, then its commit record."""
+def shard_batch(config: SimulationConfig, shard: int) -> SpectrumBatch:
+    """Shard ``shard`` of the survey: labels, noise and ids all seeded by (seed, shard)."""
     labels, snr, start = shard_labels(config, shard)
     generator = _generator(config.instrument_config().model_dump_json())
     batch = simulate_batch(generator, labels, snr, config,
@@ -174,6 +174,36 @@ def simulate_shard(config: SimulationConfig, shard: int, url: str, manifest: Man
     mode = config.instrument_config().mode
     batch.metadata.update({"survey": np.full(len(labels), config.survey, dtype=object),
                            "mode": np.full(len(labels), mode, dtype=object)})
+    return batch
+
+
+def simulated_dataset(config: SimulationConfig, columns: list[str] | None = None,
+                      ray_remote_args: dict | None = None) -> ray.data.Dataset:
+    """The survey as a lazy Ray dataset, one block per shard, generated when it is read.
+
+    Nothing is stored: each pass over the dataset (each training epoch) runs the generator
+    again, with the same labels and noise per row (seeded by shard), so that runs are
+    reproducible; the trainer adds its own fresh noise to ``model_flux`` every epoch.
+    ``columns``: those kept besides ``spectrum_id`` (default: all); ``ray_remote_args``:
+    resources of the generating tasks (e.g. ``{"num_cpus": 0.5}``)."""
+
+    def generate(shards: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = SpectrumBatch.concat([shard_batch(config, int(k)) for k in shards["id"]])
+        rows = {"spectrum_id": batch.spectrum_id, "flux": batch.flux, "sigma": batch.sigma,
+                "mask": batch.mask, **batch.labels, **batch.metadata}
+        if batch.model_flux is not None:
+            rows[MODEL_FLUX] = batch.model_flux
+        keep = rows if columns is None else ["spectrum_id", *columns]
+        return {name: rows[name] for name in keep}
+
+    shards = ray.data.range(config.n_shards, override_num_blocks=config.n_shards)
+    return shards.map_batches(generate, batch_size=1, **(ray_remote_args or {}))
+
+
+def simulate_shard(config: SimulationConfig, shard: int, url: str, manifest: Manifest,
+                   storage_options: dict | None = None) -> ShardRecord:
+    """Ray task body: generate and write shard ``shard``, then its commit record."""
+    batch = shard_batch(config, shard)
     record = write_shard(url, f"part-{shard:06d}.parquet", batch, manifest,
                          storage_options).record
     fs, base = resolve(url, storage_options)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -38,24 +39,44 @@ from .errors import SpectraError
 from .manifest import Manifest, ShardRecord
 from .schema import ID_COLUMN
 
+#: Column naming the shard a row came from (added on request, for per-shard commits).
+SOURCE_COLUMN = "_shard"
+
+log = logging.getLogger(__name__)
+
 
 def _read_shards(url: str, records: list[ShardRecord], manifest: Manifest,
                  columns: list[str] | None, filters: Filters | None, verify: bool,
-                 storage_options: dict | None, block_rows: int) -> Iterator[pa.Table]:
+                 storage_options: dict | None, block_rows: int, tag_source: bool,
+                 skip_bad: bool) -> Iterator[pa.Table]:
     """Read task body: each shard, cut into zero-copy slices of at most ``block_rows``."""
     for r in records:
-        table = read_shard(url, r, manifest, columns=columns, filters=filters, verify=verify,
-                           storage_options=storage_options)
+        try:
+            table = read_shard(url, r, manifest, columns=columns, filters=filters,
+                               verify=verify, storage_options=storage_options)
+        except (SpectraError, OSError, pa.ArrowException) as err:
+            if not skip_bad:
+                raise
+            log.error("skipping shard %s/%s: %s", url, r.path, err)
+            continue
+        if tag_source:
+            table = table.append_column(SOURCE_COLUMN, pa.array([r.path] * table.num_rows,
+                                                                pa.string()))
         for start in range(0, max(table.num_rows, 1), block_rows):
             yield table.slice(start, block_rows)
 
 
 class SpectraDatasource(Datasource):
-    """A Ray Data source over the shards of one spectrum dataset."""
+    """A Ray Data source over the shards of one spectrum dataset.
+
+    ``shards``: read only these shard paths; ``tag_source``: add :data:`SOURCE_COLUMN`;
+    ``skip_bad``: log and skip a shard that cannot be read or fails its checks instead of
+    failing the whole read (the caller sees which shards gave no rows)."""
 
     def __init__(self, url: str, manifest: Manifest, columns: list[str] | None = None,
                  filters: Filters | None = None, verify: bool = True,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict | None = None, shards: Sequence[str] | None = None,
+                 tag_source: bool = False, skip_bad: bool = False) -> None:
         super().__init__()
         self.url = url
         self.manifest = manifest
@@ -63,7 +84,11 @@ class SpectraDatasource(Datasource):
         self.filters = filters
         self.verify = verify
         self.storage_options = storage_options
-        self.records = [r for r in manifest.shards if shard_may_match(r, filters)]
+        self.tag_source = tag_source
+        self.skip_bad = skip_bad
+        wanted = None if shards is None else set(shards)
+        self.records = [r for r in manifest.shards if shard_may_match(r, filters)
+                        and (wanted is None or r.path in wanted)]
 
     def get_name(self) -> str:
         return "ReadSpectra"
@@ -99,7 +124,7 @@ class SpectraDatasource(Datasource):
             )
             read_fn = functools.partial(
                 _read_shards, self.url, records, self.manifest, self.columns, self.filters,
-                self.verify, self.storage_options, block_rows)
+                self.verify, self.storage_options, block_rows, self.tag_source, self.skip_bad)
             tasks.append(ReadTask(read_fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks
 
@@ -111,6 +136,9 @@ def read_spectra(
     *,
     verify: bool = True,
     storage_options: dict | None = None,
+    shards: Sequence[str] | None = None,
+    tag_source: bool = False,
+    skip_bad: bool = False,
     **read_args: Any,
 ) -> ray.data.Dataset:
     """A Ray dataset of the spectra at ``url``.
@@ -118,7 +146,8 @@ def read_spectra(
     ``columns``: the columns to read (``spectrum_id`` is always included); ``filter``: DNF
     predicates on scalar columns, e.g. ``[("snr", ">", 20)]``; ``verify``: check each
     shard's SHA-256 (reads whole shards; without it only the requested columns are
-    fetched). ``read_args`` go to :func:`ray.data.read_datasource`.
+    fetched); ``shards``, ``tag_source``, ``skip_bad``: see :class:`SpectraDatasource`.
+    ``read_args`` go to :func:`ray.data.read_datasource` (e.g. ``num_cpus=0.5``).
     """
     manifest = load_manifest(url, storage_options)
     known = manifest.arrow_schema().names
@@ -129,7 +158,8 @@ def read_spectra(
     cols = None
     if columns is not None:
         cols = [ID_COLUMN] + [c for c in columns if c != ID_COLUMN]
-    source = SpectraDatasource(url, manifest, cols, filter, verify, storage_options)
+    source = SpectraDatasource(url, manifest, cols, filter, verify, storage_options, shards,
+                               tag_source, skip_bad)
     # One read task per shard; without this Ray asks for ~200 blocks and splits each shard
     # into many small blocks, which costs more than it gains for shards of this size.
     read_args.setdefault("override_num_blocks", max(1, len(source.records)))

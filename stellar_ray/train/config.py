@@ -9,15 +9,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..models.registry import card
+from ..simulate.survey import SimulationConfig
 
 
 class DataConfig(BaseModel):
-    """Where spectra come from: a training dataset URL and a validation one (or a fraction of
-    the training set, chosen by a hash of spectrum_id so it is stable across runs)."""
+    """Where spectra come from: a training dataset URL, or a simulated survey generated on the
+    fly every epoch (``simulate``); and a validation dataset URL, or else a fraction of the
+    training set (chosen by a hash of spectrum_id, so it is stable across runs) or, for a
+    simulated survey, that fraction as many spectra simulated once with the next seed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    train: str
+    train: str | None = None
+    simulate: SimulationConfig | None = Field(default=None, description="a survey the "
+                                              "generator makes anew for every epoch")
     validation: str | None = None
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     labels: list[str] = Field(min_length=1, description="label columns the model predicts "
@@ -25,6 +30,21 @@ class DataConfig(BaseModel):
     noise_alpha: float = Field(default=1.0, ge=0, description="α of x + α ε σ, fresh each "
                                "epoch, when the dataset keeps noiseless model flux")
     storage_options: dict[str, Any] | None = None
+    cpus_per_task: float = Field(default=0.5, gt=0, description="CPUs each read or "
+                                 "generation task holds: a fraction lets data tasks run "
+                                 "beside training workers and sweep trials on a small node")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.train is None) == (self.simulate is None):
+            raise ValueError("data: give exactly one of 'train' (a dataset URL) and "
+                             "'simulate' (a survey generated on the fly)")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The training data, for messages."""
+        return self.train or f"simulated {self.simulate.instrument_config().mode} survey"
 
 
 class OptimConfig(BaseModel):

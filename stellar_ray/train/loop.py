@@ -132,7 +132,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         else (lambda _: plateau["scale"]))
 
     start_epoch, best = 0, math.inf
-    checkpoint = ray.train.get_checkpoint()
+    # this run's own last checkpoint, else one handed over from another run (PBT's exploit)
+    checkpoint = ray.train.get_checkpoint() or loop_config.get("resume_from")
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True,
@@ -142,6 +143,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         plateau.update(state.get("plateau", {}))
+        # The checkpoint may come from another trial (PBT's exploit): its weights and moments
+        # carry over, this run's learning rate and weight decay apply from here on.
+        scheduler.base_lrs = [cfg.optim.lr] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["weight_decay"] = cfg.optim.weight_decay
+            group["lr"] = cfg.optim.lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
         generator.manual_seed(cfg.seed * 1000 + rank + 7919 * start_epoch)
 
     train_data = ray.train.get_dataset_shard("train")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..models.preprocess import inject_noise
+from ..models.preprocess import LabelScaler, inject_noise
 from ..models.smnet import Log1pFluxScaler, masked_weighted_mse
 from ..models.transformer_payne import random_wavelength_subset
 from ..spectra.schema import MODEL_FLUX
@@ -41,12 +41,18 @@ class Normalisation:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def scaler(self) -> LabelScaler:
+        """The z-scoring as the zoo's module (float32 buffers: it can go into a model)."""
+        return LabelScaler(torch.as_tensor(self.mean), torch.as_tensor(self.std))
+
     def z(self, labels: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor((labels - np.asarray(self.mean)) / np.asarray(self.std),
-                               dtype=torch.float32)
+        """(B, K) labels -> z-scores, float32."""
+        return self.scaler()(torch.as_tensor(np.asarray(labels, dtype=np.float64)).float())
 
     def unz(self, z: torch.Tensor | np.ndarray) -> np.ndarray:
-        return np.asarray(z) * np.asarray(self.std) + np.asarray(self.mean)
+        """z-scores (..., K) -> labels, float64."""
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+        return self.scaler().inverse(z).double().numpy()
 
 
 def labels_of(batch: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -102,10 +108,8 @@ def fit_normalisation(labels: np.ndarray, names: list[str], family: str, model_n
                       flux_sample: np.ndarray | None, wavelength: np.ndarray
                       ) -> Normalisation:
     """Statistics from training labels (N, K) and, for emulators, a sample of flux (n, L)."""
-    mean = np.nanmean(labels, axis=0)
-    std = np.nanstd(labels, axis=0)
-    std = np.where(std > 0, std, 1.0)
-    norm = Normalisation(labels=list(names), mean=mean.tolist(), std=std.tolist(),
+    scaler = LabelScaler.fit(torch.as_tensor(labels))
+    norm = Normalisation(labels=list(names), mean=scaler.mean.tolist(), std=scaler.std.tolist(),
                          low=np.nanmin(labels, axis=0).tolist(),
                          high=np.nanmax(labels, axis=0).tolist())
     if family == "emulator" and flux_sample is not None:

@@ -11,11 +11,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
 from ..models.registry import build, card
 from ..runtime import init_ray
+from ..simulate.labels import INDEX
+from ..simulate.survey import shard_labels, simulated_dataset, survey_manifest
 from ..spectra.dataset import load_manifest
 from ..spectra.errors import SpectraError
 from ..spectra.manifest import Manifest
@@ -89,48 +98,92 @@ class PreparedRun:
     storage: str
 
 
-def prepare_run(cfg: TrainConfig, callbacks: tuple = ()) -> PreparedRun:
-    """Check the data, fit the normalisation and build the ``TorchTrainer`` (Ray must run)."""
+def _manifest(cfg: TrainConfig) -> Manifest:
+    """What the training data hold: the dataset's manifest, or the simulated survey's."""
+    if cfg.data.simulate is not None:
+        return survey_manifest(cfg.data.simulate)
+    return load_manifest(cfg.data.train, cfg.data.storage_options)
+
+
+def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
+    """(training dataset, materialised validation dataset)."""
     so = cfg.data.storage_options
-    manifest = load_manifest(cfg.data.train, so)
-    cfg = cfg.model_copy(update={"model_args": _check_data(cfg, manifest, cfg.data.train)})
+    task = {"num_cpus": cfg.data.cpus_per_task}
+    columns = _columns(cfg, manifest)
+    val_ds = None
+    if cfg.data.simulate is not None:
+        sim = cfg.data.simulate
+        # lazy: the generator runs again for every epoch
+        train_ds = simulated_dataset(sim, columns, task)
+        n_val = max(1, round(cfg.data.validation_fraction * sim.total))
+        val_ds = simulated_dataset(sim.model_copy(update={"seed": sim.seed + 1,
+                                                          "n_spectra": n_val}), columns, task)
+    else:
+        train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so, **task)
+        if not cfg.data.validation:
+            frac = cfg.data.validation_fraction
+            val_ds = train_ds.map_batches(_validation_rows(frac, True), **task)
+            train_ds = train_ds.map_batches(_validation_rows(frac, False), **task)
+        train_ds = train_ds.materialize()
     if cfg.data.validation:
-        val_manifest = load_manifest(cfg.data.validation, so)
-        if val_manifest.grid != manifest.grid:
+        if load_manifest(cfg.data.validation, so).grid != manifest.grid:
             raise SpectraError("validation grid differs from the training grid",
                                file=cfg.data.validation)
-    columns = _columns(cfg, manifest)
-    train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so)
-    if cfg.data.validation:
-        val_ds = read_spectra(cfg.data.validation, columns=columns, storage_options=so)
-    else:
-        frac = cfg.data.validation_fraction
-        val_ds = train_ds.filter(lambda r: bool(_in_validation([r["spectrum_id"]], frac)[0]))
-        train_ds = train_ds.filter(lambda r: not _in_validation([r["spectrum_id"]], frac)[0])
-    train_ds = train_ds.materialize()
-    val_ds = val_ds.materialize()
+        val_ds = read_spectra(cfg.data.validation, columns=columns, storage_options=so,
+                              **task)
+    return train_ds, val_ds.materialize()
 
-    label_table = pa.concat_tables(list(train_ds.select_columns(cfg.data.labels)
-                                        .iter_batches(batch_format="pyarrow")))
-    labels = np.stack([label_table.column(n).to_numpy(zero_copy_only=False)
-                       for n in cfg.data.labels], axis=1).astype(float)
+
+def _validation_rows(fraction: float, keep: bool):
+    """A batch transform keeping the rows whose spectrum_id hashes into (``keep``) or out of
+    the validation set."""
+    def select(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = _in_validation(batch["spectrum_id"], fraction) == keep
+        return {k: v[rows] for k, v in batch.items()}
+    return select
+
+
+def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:
+    """(N, K) training labels, for the normalisation; a simulated survey's come from its prior
+    without running the generator."""
+    if cfg.data.simulate is not None:
+        sim = cfg.data.simulate
+        draws = np.concatenate([shard_labels(sim, k)[0] for k in range(sim.n_shards)])
+        return draws[:, [INDEX[n] for n in cfg.data.labels]].astype(float)
+    table = pa.concat_tables(list(train_ds.select_columns(cfg.data.labels,
+                                                          num_cpus=cfg.data.cpus_per_task)
+                                  .iter_batches(batch_format="pyarrow")))
+    return np.stack([table.column(n).to_numpy(zero_copy_only=False)
+                     for n in cfg.data.labels], axis=1).astype(float)
+
+
+def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint | None = None
+                ) -> PreparedRun:
+    """Check the data, fit the normalisation and build the ``TorchTrainer`` (Ray must run).
+    ``resume_from``: a checkpoint of another run to continue from (PBT's exploit step); the
+    hyperparameters of ``cfg`` then replace the checkpoint's."""
+    manifest = _manifest(cfg)
+    cfg = cfg.model_copy(update={"model_args": _check_data(cfg, manifest, cfg.data.source)})
+    train_ds, val_ds = _datasets(cfg, manifest)
+    labels = _training_labels(cfg, train_ds)
     flux_sample = None
     if cfg.family == "emulator":
         col = MODEL_FLUX if manifest.model_flux else "flux"
-        flux_sample = np.concatenate([b[col] for b in train_ds.select_columns([col])
-                                      .iter_batches(batch_size=256, batch_format="numpy")])[:512]
+        source = val_ds if cfg.data.simulate is not None else train_ds  # no extra generation
+        flux_sample = next(iter(source.iter_batches(batch_size=512, batch_format="numpy")))[col]
     norm = fit_normalisation(labels, cfg.data.labels, cfg.family, cfg.model, flux_sample,
                              manifest.grid.wavelength())
     init_state = None
     if cfg.init_from:
-        base = load_artifact(cfg.init_from, so)
+        base = load_artifact(cfg.init_from, cfg.data.storage_options)
         init_state = widen_input(base.model.state_dict(), cfg)
 
     storage = cfg.output if "://" in cfg.output else os.path.abspath(cfg.output)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "norm": norm.to_dict(),
-                           "train_rows": int(train_ds.count()), "init_state": init_state},
+                           "train_rows": len(labels), "init_state": init_state,
+                           "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers,
                                      use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),

@@ -2,7 +2,8 @@
 
 Each trial runs the same Ray Train path as ``stellar-ray train`` inside a Tune function
 (Ray 2.60 does not take a TorchTrainer as a Tune trainable) and reports every epoch to
-Tune through ``TuneReportCallback``. The search space is written in YAML with dotted keys
+Tune with its checkpoint (Ray's ``TuneReportCallback`` passes on only the metrics, which
+leaves PBT nothing to copy). The search space is written in YAML with dotted keys
 into the training configuration::
 
     base: {model: specvit, data: {...}, optim: {...}, scaling: {...}, output: runs}
@@ -19,14 +20,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import ray.train
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.queue import Empty, Queue
 
 from ..runtime import init_ray
 from ..spectra.dataset import put_table
@@ -45,6 +49,10 @@ class SchedulerConfig(BaseModel):
     grace_period: int = Field(default=1, gt=0)
     reduction_factor: float = Field(default=2.0, gt=1)
     perturbation_interval: int = Field(default=1, gt=0)
+    quantile_fraction: float = Field(default=0.25, gt=0, le=0.5, description="PBT: the "
+                                     "share of trials that copy the best ones")
+    synch: bool = Field(default=False, description="PBT: perturb only when every trial "
+                        "has reached the interval (slower, reproducible)")
 
 
 class SweepConfig(BaseModel):
@@ -88,13 +96,52 @@ def apply(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _ForwardReports(ray.train.UserCallback):
+    """Runs in a trial's Train controller: hands every epoch's metrics and checkpoint to the
+    trial function, which reports both to Tune, so that PBT can copy a trial's weights."""
+
+    def __init__(self, reports: Queue) -> None:
+        self.reports = reports
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: ray.train.Checkpoint | None) -> None:
+        self.reports.put((metrics[0], checkpoint))
+
+
 def _trial(params: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """One trial: a training run whose epochs are Tune iterations. When Tune hands over a
+    checkpoint (PBT's exploit step, or a retried trial), a new run continues from it."""
     from .run import prepare_run
 
     cfg = TrainConfig.model_validate(apply(sweep["base"], params))
-    trial = tune.get_context().get_trial_name()
-    cfg = cfg.model_copy(update={"name": f"{cfg.name}-{trial}"})
-    prepare_run(cfg, callbacks=(TuneReportCallback(),)).trainer.fit()
+    name = f"{cfg.name}-{tune.get_context().get_trial_name()}"
+    restored, resume_from = tune.get_checkpoint(), None
+    if restored is not None:
+        name += f"-from-{zlib.crc32(restored.path.encode()):08x}"
+        resume_from = ray.train.Checkpoint(restored.path, restored.filesystem)
+    reports = Queue(actor_options={"num_cpus": 0})
+    run = prepare_run(cfg.model_copy(update={"name": name}),
+                      callbacks=(_ForwardReports(reports),), resume_from=resume_from)
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            run.trainer.fit()
+        except BaseException as exc:  # re-raised in the trial's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=fit, name=f"fit-{name}", daemon=True)
+    worker.start()
+    while worker.is_alive() or not reports.empty():
+        try:
+            metrics, checkpoint = reports.get(timeout=0.5)
+        except Empty:
+            continue
+        tune.report(metrics, checkpoint=None if checkpoint is None else
+                    tune.Checkpoint(checkpoint.path, checkpoint.filesystem))
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
 def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
@@ -113,6 +160,8 @@ def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
         scheduler = tune.schedulers.PopulationBasedTraining(
             time_attr="training_iteration",
             perturbation_interval=config.scheduler.perturbation_interval,
+            quantile_fraction=config.scheduler.quantile_fraction,
+            synch=config.scheduler.synch,
             hyperparam_mutations=space)
     output = config.base["output"]
     # The trial function only drives its TorchTrainer: it must hold almost no CPU, or on a

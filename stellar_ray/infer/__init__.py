@@ -1,0 +1,1 @@
+"""Catalog-scale inference: a trained artifact over a spectrum dataset into a catalog."""

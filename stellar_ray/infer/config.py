@@ -1,0 +1,98 @@
+"""The typed inference configuration (YAML-loadable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ActorSettings(BaseModel):
+    """The model's actor pool: on a cluster one GPU per actor; here fractions of a CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_actors: int = Field(default=1, gt=0)
+    max_actors: int = Field(default=2, gt=0, description="the pool autoscales up to this")
+    cpus_per_actor: float = Field(default=0.5, gt=0, description="a fraction on small nodes, "
+                                  "so that read tasks still find a CPU")
+    gpus_per_actor: float = Field(default=0.0, ge=0)
+    threads_per_actor: int | None = Field(default=None, gt=0, description="torch threads "
+                                          "in each actor (default: the CPUs it holds, ≥ 1)")
+    batch_size: int = Field(default=64, gt=0, description="spectra per model call")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ActorSettings:
+        if self.max_actors < self.min_actors:
+            raise ValueError("actors.max_actors must be at least actors.min_actors")
+        return self
+
+
+class FitSettings(BaseModel):
+    """Emulator fitting (paper 002 §3.5): batched Adam from several starts, then
+    Levenberg–Marquardt, over the labels plus radial velocity and extra broadening."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    restarts: int = Field(default=4, gt=0)
+    steps: int = Field(default=200, gt=0, description="Adam steps per start")
+    lr: float = Field(default=0.05, gt=0, description="Adam step size in z-scored labels")
+    polish_steps: int = Field(default=5, ge=0, description="Levenberg–Marquardt steps "
+                              "after Adam (0: none)")
+    rv_range_kms: float = Field(default=300.0, gt=0, description="starting RVs are drawn "
+                                "within ± this")
+    fit_broadening: bool = Field(default=True, description="also fit a Gaussian broadening "
+                                 "(km/s) on top of the emulator's")
+
+
+class QualitySettings(BaseModel):
+    """Thresholds of the per-spectrum quality flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_snr: float = Field(default=10.0, ge=0)
+    max_bad_fraction: float = Field(default=0.2, ge=0, le=1, description="largest share of "
+                                    "unusable pixels before a spectrum is flagged")
+
+
+class InferConfig(BaseModel):
+    """``stellar-ray infer``: which model over which spectra into which catalog."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(description="URL of a model artifact (``stellar-ray train`` output)")
+    data: str = Field(description="URL of a spectrum dataset")
+    to: str = Field(description="URL of the catalog to write (or to resume)")
+    mode: Literal["auto", "predict", "fit"] = Field(
+        default="auto", description="predict: regressors and the cINN; fit: emulators, "
+        "fitted to each spectrum; auto: by the model's family")
+    samples: int = Field(default=256, gt=1, description="cINN posterior draws per spectrum")
+    quantiles: list[float] = Field(default=[0.16, 0.5, 0.84])
+    noise_redraws: int = Field(default=16, ge=0, description="point regressors: the "
+                               "uncertainty is the spread over this many noise re-draws "
+                               "(paper 003 §3.7); 0: none")
+    carry_columns: list[str] = Field(default_factory=list, description="input columns "
+                                     "copied into the catalog as input_<name>")
+    actors: ActorSettings = Field(default_factory=ActorSettings)
+    fit: FitSettings = Field(default_factory=FitSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    actor_env: dict[str, str] = Field(default_factory=dict, description="environment "
+                                      "variables set in every actor")
+    read_cpus: float = Field(default=0.5, gt=0, description="CPUs per read task")
+    verify: bool = Field(default=True, description="check each input shard's SHA-256")
+    storage_options: dict[str, Any] | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _quantiles(self) -> InferConfig:
+        if any(not 0 < q < 1 for q in self.quantiles):
+            raise ValueError("quantiles must lie strictly between 0 and 1")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> InferConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)

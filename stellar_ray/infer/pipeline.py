@@ -1,0 +1,214 @@
+"""``stellar-ray infer``: a model artifact over a spectrum dataset into a catalog.
+
+A Ray Data streaming pipeline: read shards (tagged with their shard) → the model in an
+autoscaling actor pool (:class:`~.predict.Predictor` or :class:`~.fit.EmulatorFitter`) →
+the driver, which gathers each input shard's rows and commits them as one catalog part
+(atomically, with a commit record) the moment the shard is complete. Rows are keyed by
+spectrum_id, so a batch that Ray runs twice after an actor died cannot add a row twice. A
+rerun of the same command skips committed shards; a shard that cannot be read is reported
+and left uncommitted (the next run tries it again); the rest of the catalog is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data import ActorPoolStrategy
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..runtime import init_ray
+from ..spectra.catalog import CatalogManifest, CatalogWriter
+from ..spectra.dataset import load_manifest, read_shard
+from ..spectra.errors import SpectraError
+from ..spectra.manifest import Manifest, Provenance
+from ..spectra.raydata import SOURCE_COLUMN, read_spectra
+from ..spectra.schema import ID_COLUMN
+from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
+from ..train.artifact import load_artifact
+from ..version import code_version
+from .config import InferConfig
+from .fit import EmulatorFitter
+from .predict import Predictor
+from .quality import CatalogFlag
+
+log = logging.getLogger(__name__)
+JOB_FILE = "_job.json"
+
+
+@dataclass
+class InferSummary:
+    """What a run did (also what ``stellar-ray infer`` prints)."""
+
+    catalog: str
+    spectra: int  # rows in the catalog
+    new_spectra: int  # rows committed by this run
+    skipped_shards: int  # committed by an earlier run
+    failed_shards: dict[str, str] = field(default_factory=dict)  # shard -> reason
+    flags: dict[str, int] = field(default_factory=dict)  # flag name -> spectra (this run)
+    seconds: float = 0.0
+
+    @property
+    def spectra_per_s(self) -> float:
+        return self.new_spectra / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self) -> str:
+        lines = [f"catalog: {self.catalog}",
+                 f"spectra: {self.spectra} in the catalog, {self.new_spectra} written now "
+                 f"({self.spectra_per_s:.1f} spectra/s over {self.seconds:.1f} s); "
+                 f"{self.skipped_shards} shard(s) were already done"]
+        if self.flags:
+            lines.append("flags: " + ", ".join(f"{k} {v}" for k, v in self.flags.items()))
+        for shard, reason in self.failed_shards.items():
+            lines.append(f"FAILED shard {shard}: {reason}")
+        return "\n".join(lines)
+
+
+def _artifact_id(cfg: InferConfig) -> str:
+    fs, base = resolve(cfg.model, cfg.storage_options)
+    integrity = json.loads(read_bytes(fs, join(base, "integrity.json")))
+    return integrity["artifact_id"]
+
+
+def _claim(cfg: InferConfig, artifact_id: str, mode: str) -> None:
+    """Record which model, data and settings a catalog belongs to; refuse to mix."""
+    settings = cfg.model_dump(mode="json", exclude={"actors", "storage_options", "to"})
+    job = {"artifact_id": artifact_id, "data": cfg.data, "mode": mode,
+           "settings_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True)
+                                             .encode()).hexdigest()}
+    fs, base = resolve(cfg.to, cfg.storage_options)
+    path = join(base, JOB_FILE)
+    if fs.exists(path):
+        before = json.loads(read_bytes(fs, path))
+        changed = [k for k in job if before.get(k) != job[k]]
+        if changed:
+            raise SpectraError(f"this catalog was started with a different {changed[0]}; "
+                               "write to another location or delete it", file=cfg.to)
+        return
+    write_bytes_atomic(fs, path, json.dumps(job, indent=1).encode())
+
+
+def _columns(cfg: InferConfig, manifest: Manifest) -> list[str]:
+    names = manifest.arrow_schema().names
+    missing = [c for c in cfg.carry_columns if c not in names]
+    if missing:
+        raise SpectraError(f"carry_columns: no such column (the dataset has {names})",
+                           file=cfg.data, field=missing[0])
+    extra = ["snr"] if "snr" in names else []
+    return ["flux", "sigma", "mask", *extra, *[c for c in cfg.carry_columns if c != "snr"]]
+
+
+class _ShardBuffer:
+    """Rows of one input shard as they arrive, each spectrum_id kept once."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.tables: list[pa.Table] = []
+        self.ids: set[str] = set()
+
+    def add(self, table: pa.Table) -> None:
+        ids = table.column(ID_COLUMN).to_pylist()
+        fresh = [i not in self.ids for i in ids]
+        if not all(fresh):
+            table = table.filter(pa.array(fresh))
+        if table.num_rows:
+            self.ids.update(table.column(ID_COLUMN).to_pylist())
+            self.tables.append(table)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.ids) >= self.expected
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.tables).sort_by(ID_COLUMN)
+
+
+def _why_unreadable(cfg: InferConfig, manifest: Manifest, shard: str) -> str:
+    record = next(r for r in manifest.shards if r.path == shard)
+    try:
+        read_shard(cfg.data, record, manifest, verify=True,
+                   storage_options=cfg.storage_options)
+    except Exception as err:  # noqa: BLE001 - the reason is what we report
+        return str(err)
+    return "rows went missing in the pipeline (see the actors' logs); rerun to retry"
+
+
+def infer(cfg: InferConfig, address: str | None = None, progress: bool = True
+          ) -> InferSummary:
+    """Run inference as configured; returns the summary. Resumes a catalog that exists."""
+    started = time.perf_counter()
+    manifest = load_manifest(cfg.data, cfg.storage_options)
+    artifact = load_artifact(cfg.model, cfg.storage_options)  # checks it before any work
+    family = artifact.metadata["family"]
+    if artifact.grid != manifest.grid:
+        raise SpectraError(f"the model was trained on a {artifact.grid.npix}-pixel grid that "
+                           f"differs from the dataset's ({manifest.npix} pixels); resample "
+                           "the data onto the model's grid", file=cfg.data, field="grid")
+    mode = cfg.mode if cfg.mode != "auto" else ("fit" if family == "emulator" else "predict")
+    if mode == "predict" and family == "emulator":
+        raise SpectraError("an emulator predicts spectra, not labels: use mode 'fit'",
+                           file=cfg.model)
+    artifact_id = _artifact_id(cfg)
+    _claim(cfg, artifact_id, mode)
+    writer = CatalogWriter(cfg.to, cfg.storage_options)
+    done = writer.committed_keys()
+    todo = {r.path: r.rows for r in manifest.shards if r.path not in done}
+    summary = InferSummary(catalog=cfg.to, spectra=0, new_spectra=0,
+                           skipped_shards=len(manifest.shards) - len(todo))
+    flag_counts = {f.name: 0 for f in CatalogFlag}
+    if todo:
+        init_ray(address)
+        pool = cfg.actors
+        actor_cls = EmulatorFitter if mode == "fit" else Predictor
+        ds = read_spectra(cfg.data, columns=_columns(cfg, manifest), verify=cfg.verify,
+                          storage_options=cfg.storage_options, shards=list(todo),
+                          tag_source=True, skip_bad=True, num_cpus=cfg.read_cpus)
+        results = ds.map_batches(
+            actor_cls, fn_constructor_args=(cfg.model_dump_json(), artifact_id),
+            batch_size=pool.batch_size, batch_format="numpy",
+            compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+            num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor or None,
+            runtime_env={"env_vars": cfg.actor_env} if cfg.actor_env else None)
+        buffers = {shard: _ShardBuffer(rows) for shard, rows in todo.items()}
+        columns = Progress(TextColumn("[bold]inference"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), disable=not progress, transient=True)
+        with columns as bar:
+            task = bar.add_task("spectra", total=sum(todo.values()))
+            for block in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for shard in pc.unique(block.column(SOURCE_COLUMN)).to_pylist():
+                    rows = block.filter(pc.equal(block.column(SOURCE_COLUMN), shard))
+                    buffer = buffers[shard]
+                    before = len(buffer.ids)
+                    buffer.add(rows.drop_columns([SOURCE_COLUMN]))
+                    bar.advance(task, len(buffer.ids) - before)
+                    if buffer.complete:
+                        table = buffer.table()
+                        writer.commit(shard, table)
+                        summary.new_spectra += table.num_rows
+                        flags = table.column("flags").to_numpy()
+                        for f in CatalogFlag:
+                            flag_counts[f.name] += int(np.count_nonzero(flags & f))
+                        del buffers[shard]
+        for shard in buffers:
+            summary.failed_shards[shard] = _why_unreadable(cfg, manifest, shard)
+    summary.flags = {k: v for k, v in flag_counts.items() if v}
+    catalog = _finalize(writer, cfg, artifact_id, mode)
+    summary.spectra = catalog.num_rows
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _finalize(writer: CatalogWriter, cfg: InferConfig, artifact_id: str, mode: str
+              ) -> CatalogManifest:
+    provenance = Provenance(producer=f"stellar-ray infer ({mode})",
+                            config=cfg.model_dump(mode="json", exclude={"storage_options"})
+                            | {"artifact_id": artifact_id},
+                            code_version=code_version())
+    return writer.finalize(provenance)
+

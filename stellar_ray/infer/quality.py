@@ -1,0 +1,50 @@
+"""Per-spectrum quality flags of a catalog (the ``flags`` column, a bit mask) and the
+quantities behind them."""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from ..simulate.instrument import measured_snr
+from ..spectra.schema import UNUSABLE
+
+
+class CatalogFlag(enum.IntFlag):
+    """Bits of the catalog's ``flags`` column (int32); 0 means no warning."""
+
+    OUTSIDE_DOMAIN = 1  # an estimate lies outside the labels' training range
+    LOW_SNR = 2  # S/N below quality.min_snr
+    BAD_PIXELS = 4  # share of unusable pixels above quality.max_bad_fraction
+    FAILED = 8  # the model or the fit gave no finite answer (estimates are NaN)
+
+
+def unusable(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(B, L) True where a pixel carries no usable flux."""
+    return ((mask & int(UNUSABLE)) != 0) | ~np.isfinite(flux) | ~np.isfinite(sigma) | \
+        (sigma <= 0)
+
+
+def snr_of(batch: dict[str, np.ndarray], wave_a: np.ndarray) -> np.ndarray:
+    """(B,) S/N: the dataset's ``snr`` column where it has one, else measured from the
+    spectrum (median flux/σ over the S/N window)."""
+    if "snr" in batch:
+        given = np.asarray(batch["snr"], dtype=np.float64)
+        if np.all(np.isfinite(given)):
+            return given
+    return measured_snr(np.asarray(batch["flux"]), np.asarray(batch["sigma"]), wave_a)
+
+
+def quality_flags(estimates: np.ndarray, low: np.ndarray, high: np.ndarray,
+                  snr: np.ndarray, bad_fraction: np.ndarray, min_snr: float,
+                  max_bad_fraction: float) -> np.ndarray:
+    """(B,) int32 flags from estimates (B, K) and the training domain [low, high] (K)."""
+    flags = np.zeros(len(estimates), dtype=np.int32)
+    finite = np.isfinite(estimates).all(axis=1)
+    outside = ((estimates < low) | (estimates > high)).any(axis=1) & finite
+    flags[outside] |= CatalogFlag.OUTSIDE_DOMAIN
+    flags[~(snr >= min_snr)] |= CatalogFlag.LOW_SNR
+    flags[bad_fraction > max_bad_fraction] |= CatalogFlag.BAD_PIXELS
+    flags[~finite] |= CatalogFlag.FAILED
+    return flags

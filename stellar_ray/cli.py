@@ -107,17 +107,21 @@ def ingest(
 @app.command()
 def simulate(
     config: Annotated[Path, typer.Argument(help="simulation YAML (see jobs/configs/)")],
-    to: Annotated[str, typer.Option("--to", help="URL of the new dataset")],
+    to: Annotated[str | None, typer.Option(
+        "--to", help="URL of the new dataset (default: the file's to:)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace what is there")] = False,
     address: Address = None,
     storage_options: StorageOptions = None,
 ) -> None:
     """Simulate a 4MOST-style survey with the built-in generator."""
-    from .simulate.survey import SimulationConfig
+    from .simulate.survey import load_simulation_job
     from .simulate.survey import simulate as run_simulation
 
     try:
-        cfg = SimulationConfig.from_yaml(config)
+        cfg, default_to = load_simulation_job(config)
+        to = to or default_to
+        if not to:
+            raise ValueError(f"{config}: no output; give --to or a to: line")
         m = run_simulation(cfg, to, storage_options=_storage(storage_options),
                            overwrite=overwrite, address=address)
     except (SpectraError, ValueError) as err:
@@ -217,6 +221,41 @@ def catalog_to_fits_command(
     console.print(f"wrote {rows} rows to {to}")
 
 
+@app.command("submit")
+def submit_command(
+    job: Annotated[str, typer.Argument(help="simulate, train, tune or infer")],
+    config: Annotated[str, typer.Option(help="the job's YAML, relative to --project")],
+    address: Annotated[str, typer.Option(
+        envvar="RAY_JOB_ADDRESS", help="the cluster's job server, e.g. http://HEAD:8265")
+    ] = "http://127.0.0.1:8265",
+    project: Annotated[Path, typer.Option(help="directory uploaded as the working "
+                                          "directory (it holds jobs/)")] = Path("."),
+    pass_env: Annotated[list[str] | None, typer.Option(
+        "--pass-env", help="name of a local environment variable to set in the job "
+        "(e.g. AWS_ACCESS_KEY_ID); values are never printed")] = None,
+    follow: Annotated[bool, typer.Option(help="stream logs until the job ends")] = True,
+    timeout: Annotated[float | None, typer.Option(help="stop the job after this many s")
+                       ] = None,
+) -> None:
+    """Submit a job to a Ray cluster (Ray Jobs API), follow its logs, exit 1 if it fails."""
+    import os
+
+    from .submit import SubmitError, submit
+
+    missing = [name for name in pass_env or [] if name not in os.environ]
+    if missing:
+        _fail(SubmitError(f"--pass-env {missing[0]}: not set in this environment"))
+    env = {name: os.environ[name] for name in pass_env or []}
+    try:
+        outcome = submit(job, config, address, project, env=env, follow=follow,
+                         echo=lambda line: console.print(line, markup=False, highlight=False),
+                         timeout_s=timeout)
+    except SubmitError as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(code=1) from None
+    console.print(f"job {outcome.job_id}: {outcome.status} after {outcome.seconds:.0f} s")
+
+
 @app.command()
 def info(url: str, storage_options: StorageOptions = None) -> None:
     """Print what a dataset holds (from its manifest)."""
@@ -255,14 +294,16 @@ def validate(url: str, storage_options: StorageOptions = None) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where everything goes")] = Path("demo-output"),
+    epochs: Annotated[int, typer.Option(help="training epochs of the cINN")] = 30,
     address: Address = None,
 ) -> None:
-    """Run the small end-to-end survey on the embedded defaults."""
+    """Run the small end-to-end survey on the embedded defaults: simulate, train a cINN,
+    catalogue a second survey, report against the Cramér–Rao bounds."""
     from .demo import run_demo
     from .runtime import init_ray
 
     init_ray(address)
-    run_demo(out, console)
+    run_demo(out, console, epochs=epochs)
 
 
 if __name__ == "__main__":

@@ -1,93 +1,96 @@
 """The main job on the embedded defaults (``make demo``): local Ray, local storage, the
-built-in generator.
+built-in generator. Everything goes under one folder (``demo-output/``):
 
-1. simulate a small 4MOST LRS survey with Ray;
-2. export a few of its spectra as 4MOST-style L1 FITS files (one of them truncated) and
-   ingest them back, as a user would bring real files;
-3. read the survey through Ray Data with a S/N filter;
-4. print a summary with the Cramér–Rao bounds of a solar-type star at S/N 50.
+1. simulate a 4MOST LRS-like survey for training and a separate one to catalogue (the
+   4800–5300 Å window of the blue arm at R = 5000, 0.25 Å pixels: Hβ, Mg b and many Fe
+   lines, small enough for a few minutes of training on two cores);
+2. train a small cINN with Ray Train (two workers);
+3. run inference over the second survey in a Ray Data actor pool into ``catalog/``
+   (posterior means, standard deviations and quantiles, quality flags), and export it
+   as ``catalog.fits``;
+4. write ``report/``: estimates against the truth, residuals against S/N next to the
+   Cramér–Rao bounds of the same spectra, and the calibration of the intervals.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .simulate.fisher import fisher
+from .infer.config import InferConfig
+from .infer.pipeline import infer
+from .report import make_report
 from .simulate.generator import SpectrumGenerator
-from .simulate.labels import typical
 from .simulate.priors import GalacticPrior, SNRSpec
 from .simulate.survey import SimulationConfig, simulate
-from .spectra.dataset import iter_shards
-from .spectra.fits_writer import phase3_hdul
-from .spectra.ingest import IngestOptions, ingest
-from .spectra.presets import parse_grid
-from .spectra.raydata import read_spectra
+from .spectra.catalog import read_catalog
+from .spectra.catalog_fits import catalog_to_fits
+from .train.config import TrainConfig
+from .train.run import train
 
-DEMO_SURVEY = SimulationConfig(instrument="LRS", n_spectra=128, seed=1, prior=GalacticPrior(),
-                               snr=SNRSpec(kind="loguniform", low=10, high=150),
-                               rows_per_shard=32, survey="demo-lrs", id_prefix="lrs")
-
-
-def export_fits(dataset: str, folder: Path, n: int = 6) -> list[Path]:
-    """The first ``n`` spectra of ``dataset`` as Phase 3 FITS files, plus a truncated copy."""
-    folder.mkdir(parents=True, exist_ok=True)
-    batch = next(iter(iter_shards(dataset)))
-    wave = parse_grid("lrs").wavelength()
-    paths = []
-    for i in range(n):
-        good = np.isfinite(batch.sigma[i])
-        qual = np.where(good, 0, 1).astype(np.int32)
-        sigma = np.where(good, batch.sigma[i], 0.0)
-        path = folder / f"{batch.spectrum_id[i]}.fits"
-        phase3_hdul(wave, batch.flux[i], sigma, qual, {"OBJECT": batch.spectrum_id[i]},
-                    flux_unit="").writeto(path, overwrite=True)
-        paths.append(path)
-    broken = folder / "truncated.fits"
-    broken.write_bytes(paths[0].read_bytes()[:20_000])
-    return paths + [broken]
+LABELS = ["teff", "logg", "fe_h"]
+WINDOW = {"mode": "LRS",
+          "grid": {"arms": [{"name": "blue", "kind": "linear", "start": 4800.0, "step": 0.25,
+                             "npix": 2001}]},
+          "arms": [{"name": "blue", "lo": 4800.0, "hi": 5300.0, "resolving_power": 5000.0}]}
+TRAIN_SURVEY = SimulationConfig.model_validate({
+    "instrument": WINDOW, "n_spectra": 4096, "seed": 1, "prior": GalacticPrior(),
+    "snr": SNRSpec(kind="loguniform", low=10, high=150), "rows_per_shard": 512,
+    "survey": "demo-train", "id_prefix": "train"})
+CATALOG_SURVEY = TRAIN_SURVEY.model_copy(update={
+    "n_spectra": 512, "seed": 2, "rows_per_shard": 128, "survey": "demo-catalog",
+    "id_prefix": "cat"})
+CINN = {"condition_config": {"d": 64, "stem": [16, 32, 32], "lstm_hidden": 32, "heads": 4,
+                             "layers": 2},
+        "transforms": 4, "hidden": [64, 64]}
 
 
-def run_demo(out: Path, console: Console) -> None:
-    """Everything under ``out``."""
+def train_config(out: Path, epochs: int) -> TrainConfig:
+    return TrainConfig.model_validate({
+        "model": "cinn", "model_args": CINN,
+        "data": {"train": str(out / "survey-train"), "labels": LABELS,
+                 "validation_fraction": 0.1},
+        "optim": {"epochs": epochs, "batch_size": 64, "lr": 2e-3, "warmup_fraction": 0.05},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "output": str(out / "runs"), "name": "cinn-demo"})
+
+
+def run_demo(out: Path, console: Console, epochs: int = 30) -> None:
+    """Everything under ``out`` (replaced)."""
+    started = time.perf_counter()
     if out.exists():
         shutil.rmtree(out)
-    survey = str(out / "survey")
-    manifest = simulate(DEMO_SURVEY, survey)
-    console.print(f"simulated {manifest.num_rows} LRS spectra in {len(manifest.shards)} "
-                  f"shards at {survey}")
+    for name, cfg in (("survey-train", TRAIN_SURVEY), ("survey-catalog", CATALOG_SURVEY)):
+        m = simulate(cfg, str(out / name))
+        console.print(f"simulated {m.num_rows} spectra ({m.npix} pixels) at {out / name}")
 
-    files = export_fits(survey, out / "l1-fits")
-    ingested = ingest([str(out / "l1-fits")], str(out / "ingested"),
-                      IngestOptions(grid=parse_grid("lrs"), flux_unit="", survey="demo",
-                                    mode="LRS"))
-    console.print(f"exported {len(files)} L1 FITS files and ingested {ingested.spectra} back; "
-                  f"set aside: " + "; ".join(f"{Path(r.file).name}: {r.reason[:60]}"
-                                             for r in ingested.rejects))
+    result = train(train_config(out, epochs))
+    console.print(f"trained the cINN for {result.epochs} epochs: validation NLL "
+                  f"{result.best_metrics['nll']:.3f}; artifact {result.artifact}")
 
-    ds = read_spectra(survey, columns=["flux", "snr", "teff"], filter=[("snr", ">", 30)])
-    n, teff = 0, []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        n += len(batch["flux"])
-        teff += list(batch["teff"])
+    catalog = out / "catalog"
+    summary = infer(InferConfig(model=result.artifact, data=str(out / "survey-catalog"),
+                                to=str(catalog), samples=256,
+                                quantiles=[0.025, 0.16, 0.5, 0.84, 0.975],
+                                carry_columns=LABELS))
+    console.print(summary.text())
+    catalog_to_fits(str(catalog), str(out / "catalog.fits"))
 
-    generator = SpectrumGenerator(DEMO_SURVEY.instrument_config())
-    star = typical(1)
-    sigma = generator(star).detach() / 50.0
-    bounds = fisher(star, sigma, model=generator)  # every label free
-    crb = dict(zip(bounds.names, bounds.crb[0]))
+    table = read_catalog(str(catalog))
+    generator = SpectrumGenerator(CATALOG_SURVEY.instrument_config())
+    labels = make_report(table, str(out / "survey-catalog"), generator, LABELS,
+                         out / "report")
 
-    table = Table(title="demo survey")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("spectra simulated", str(manifest.num_rows))
-    table.add_row("pixels per spectrum", str(manifest.npix))
-    table.add_row("read back with S/N > 30", f"{n} (Teff {min(teff):.0f}–{max(teff):.0f} K)")
-    table.add_row("Cramér–Rao, Sun at S/N 50", f"Teff {crb['teff']:.1f} K, log g "
-                  f"{crb['logg']:.3f}, [Fe/H] {crb['fe_h']:.3f} dex (all labels free)")
-    table.add_row("survey dataset", str(Path(survey).resolve()))
-    console.print(table)
+    report = Table(title=f"demo survey ({time.perf_counter() - started:.0f} s)")
+    for column in ("label", "σ_robust", "bias", "in 68%", "in 95%", "|error| / CRB"):
+        report.add_column(column, justify="right")
+    for s in labels:
+        report.add_row(s.name, f"{s.sigma_robust:.3g}", f"{s.bias:+.3g}",
+                       f"{s.coverage68:.2f}", f"{s.coverage95:.2f}", f"{s.error_over_crb:.2f}")
+    console.print(report)
+    console.print(f"catalog: {catalog.resolve()} (FITS: {(out / 'catalog.fits').resolve()})")
+    console.print(f"report: {(out / 'report' / 'report.md').resolve()}")

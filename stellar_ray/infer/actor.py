@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ class CatalogActor:
     """Base of the pool's callable classes: batch (numpy columns) -> catalog columns."""
 
     def __init__(self, config_json: str, artifact_id: str) -> None:
+        # Ray hands batches over as read-only arrays; the tensors made from them are only read.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.config = InferConfig.model_validate_json(config_json)
         threads = self.config.actors.threads_per_actor or max(
             1, int(self.config.actors.cpus_per_actor))

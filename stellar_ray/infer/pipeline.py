@@ -53,6 +53,7 @@ class InferSummary:
     failed_shards: dict[str, str] = field(default_factory=dict)  # shard -> reason
     flags: dict[str, int] = field(default_factory=dict)  # flag name -> spectra (this run)
     seconds: float = 0.0
+    first_result_s: float = 0.0  # until the first results came back (start-up of the pool)
 
     @property
     def spectra_per_s(self) -> float:
@@ -181,6 +182,8 @@ def infer(cfg: InferConfig, address: str | None = None, progress: bool = True
         with columns as bar:
             task = bar.add_task("spectra", total=sum(todo.values()))
             for block in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+                summary.first_result_s = summary.first_result_s or \
+                    time.perf_counter() - started
                 for shard in pc.unique(block.column(SOURCE_COLUMN)).to_pylist():
                     rows = block.filter(pc.equal(block.column(SOURCE_COLUMN), shard))
                     buffer = buffers[shard]

@@ -94,8 +94,15 @@ class SimulationConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SimulationConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        return cls.model_validate(data)
+        return load_simulation_job(path)[0]
+
+
+def load_simulation_job(path: str | Path) -> tuple[SimulationConfig, str | None]:
+    """A simulation YAML: the configuration, and the optional ``to:`` (the dataset URL) that
+    job files carry so that ``python -m jobs.simulate --config FILE`` needs nothing else."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    to = data.pop("to", None)
+    return SimulationConfig.model_validate(data), to
 
 
 def survey_manifest(config: SimulationConfig) -> Manifest:

@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,8 @@ def _update_plateau(plateau: dict[str, Any], improved: bool, cfg: TrainConfig) -
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    # Ray hands batches over as read-only arrays; the tensors made from them are only read.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     cfg = TrainConfig.model_validate(loop_config["config"])
     os.environ.update(cfg.worker_env)
     norm = Normalisation(**loop_config["norm"])
@@ -177,7 +180,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()
-            total, count, step = total + float(loss), count + 1, step + 1
+            total, count, step = total + loss.item(), count + 1, step + 1
             seen += len(target)
         seconds = time.perf_counter() - started
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(count, 1),

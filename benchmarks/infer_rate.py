@@ -1,0 +1,132 @@
+"""End-to-end catalog throughput of ``stellar-ray infer`` against a bare in-process loop.
+
+    python -m benchmarks.infer_rate [--spectra 512] [--samples 256]
+
+Two models at the papers' sizes on the full 4MOST LRS grid (23,201 pixels): SpecViT
+(4.8 M parameters, a point regressor, no noise re-draws) and the cINN (its posterior from
+``--samples`` draws per spectrum). The bare loop runs the same model with all of this
+machine's threads over the same spectra already in memory as tensors. The pipeline reads
+the dataset from disk with checksums, runs two actors of one thread each (0.5 CPU, so that
+the reads keep a share of the CPUs) and commits the catalog. Its end-to-end rate counts the
+whole run, from reading the manifest to the last commit, including the start of the actor
+pool (each actor loads the artifact); the steady rate leaves out the time until the first
+results came back. A first run over a tiny dataset warms Ray's worker processes up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from stellar_ray.infer.config import InferConfig
+from stellar_ray.infer.pipeline import infer
+from stellar_ray.models import build
+from stellar_ray.spectra.batch import SpectrumBatch
+from stellar_ray.spectra.dataset import DatasetWriter
+from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
+from stellar_ray.spectra.presets import lrs_grid
+from stellar_ray.train.artifact import reference_inputs, write_artifact
+from stellar_ray.train.objectives import fit_normalisation
+
+LABELS = ["teff", "logg", "fe_h"]
+MODELS = {"specvit": {}, "cinn": {}}  # the papers' default sizes
+
+
+def make_data(url: str, n: int) -> dict[str, np.ndarray]:
+    """``n`` LRS-grid spectra (random but valid) written as a dataset; returns the batch."""
+    rng = np.random.default_rng(0)
+    grid = lrs_grid()
+    npix = grid.npix
+    flux = (1.0 + 0.05 * rng.normal(size=(n, npix))).astype(np.float32)
+    labels = {"teff": rng.uniform(4000, 7000, n), "logg": rng.uniform(1, 5, n),
+              "fe_h": rng.uniform(-2, 0.5, n)}
+    manifest = Manifest(grid=grid, flux_unit="", labels=[LabelSpec(name=n) for n in LABELS],
+                        rows_per_shard=64,
+                        provenance=Provenance(producer="benchmark", code_version="bench"))
+    batch = SpectrumBatch(spectrum_id=np.array([f"s{i:06d}" for i in range(n)], dtype=object),
+                          flux=flux, sigma=np.full_like(flux, 0.05),
+                          mask=np.zeros(flux.shape, np.uint8), labels=labels,
+                          metadata={"snr": np.full(n, 20.0, np.float32)})
+    with DatasetWriter(url, manifest, overwrite=True) as w:
+        w.write(batch)
+    return {"flux": flux, **labels, "snr": batch.metadata["snr"]}
+
+
+def make_artifact(url: str, name: str, batch: dict[str, np.ndarray]) -> torch.nn.Module:
+    family = "posterior" if name == "cinn" else "regressor"
+    model = build(name, n_labels=3, n_pix=lrs_grid().npix, **MODELS[name]).eval()
+    labels = np.stack([batch[n] for n in LABELS], axis=1)
+    norm = fit_normalisation(labels, LABELS, family, name, None, np.zeros(1))
+    write_artifact(url, model, name, {"n_labels": 3, "n_pix": lrs_grid().npix, **MODELS[name]},
+                   norm, lrs_grid(), {}, reference_inputs(family, norm, batch), {})
+    return model
+
+
+def bare_loop(model: torch.nn.Module, flux: np.ndarray, batch: int, samples: int) -> float:
+    x = torch.as_tensor(flux)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            if hasattr(model, "posterior"):
+                model.posterior(x[i:i + batch], samples, (0.16, 0.5, 0.84))
+            else:
+                model(x[i:i + batch])
+    return len(x) / (time.perf_counter() - start)
+
+
+def pipeline(model_url: str, data: str, to: str, batch: int, samples: int
+             ) -> tuple[float, float]:
+    """(end-to-end, steady) spectra/s of ``stellar-ray infer``."""
+    cfg = InferConfig(model=model_url, data=data, to=to, samples=samples, noise_redraws=0,
+                      actors={"min_actors": 2, "max_actors": 2, "cpus_per_actor": 0.5,
+                              "threads_per_actor": 1, "batch_size": batch})
+    summary = infer(cfg, progress=False)
+    return summary.spectra_per_s, summary.new_spectra / (summary.seconds -
+                                                         summary.first_result_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spectra", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args([] if __name__ != "__main__" else None)
+    import ray
+
+    threads = torch.get_num_threads()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_data(os.path.join(tmp, "data"), args.spectra)
+        warm = os.path.join(tmp, "warm")
+        make_data(warm, 64)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False)
+        for name in MODELS:
+            model_url = os.path.join(tmp, f"model-{name}")
+            model = make_artifact(model_url, name, data)
+            torch.set_num_threads(threads)
+            bare = bare_loop(model, data["flux"], args.batch, args.samples)
+            pipeline(model_url, warm, os.path.join(tmp, f"warm-{name}"), args.batch,
+                     args.samples)
+            rate, steady = pipeline(model_url, os.path.join(tmp, "data"),
+                                    os.path.join(tmp, f"catalog-{name}"), args.batch,
+                                    args.samples)
+            rows.append((name, bare, rate, steady))
+        ray.shutdown()
+    cores = os.cpu_count() or 1
+    print(f"{args.spectra} LRS spectra ({lrs_grid().npix} px), batch {args.batch}, "
+          f"cINN {args.samples} posterior draws, {threads} threads, {cores} cores")
+    print(f"{'model':10s} {'bare loop /s':>13s} {'pipeline /s':>12s} {'per core':>9s} "
+          f"{'ratio':>6s} {'steady /s':>10s} {'ratio':>6s}")
+    for name, bare, rate, steady in rows:
+        print(f"{name:10s} {bare:13.1f} {rate:12.1f} {rate / cores:9.1f} {rate / bare:6.2f} "
+              f"{steady:10.1f} {steady / bare:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

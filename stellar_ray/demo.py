@@ -14,10 +14,12 @@ built-in generator. Everything goes under one folder (``demo-output/``):
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
 
+import ray.data
 from rich.console import Console
 from rich.table import Table
 
@@ -62,6 +64,10 @@ def train_config(out: Path, epochs: int) -> TrainConfig:
 def run_demo(out: Path, console: Console, epochs: int = 30) -> None:
     """Everything under ``out`` (replaced)."""
     started = time.perf_counter()
+    quiet = ray.data.DataContext.get_current()  # our own progress and summaries suffice
+    quiet.enable_progress_bars = False
+    quiet.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if out.exists():
         shutil.rmtree(out)
     for name, cfg in (("survey-train", TRAIN_SURVEY), ("survey-catalog", CATALOG_SURVEY)):

@@ -162,8 +162,8 @@ def test_pbt_exploit_continues_from_the_donors_weights(survey, tmp_path):
     # epoch is after the donor's, and the donor's weights came with it
     copies = sorted((tmp_path / "runs").glob("payne-*-from-*"))
     assert copies, sorted(p.name for p in (tmp_path / "runs").iterdir())
-    epochs = [torch.load(p / "state.pt", weights_only=True)["epoch"]
-              for copy in copies for p in copy.glob("checkpoint_*")]
+    epochs = [torch.load(p, weights_only=True)["epoch"]
+              for copy in copies for p in copy.glob("checkpoint_*/state.pt")]
     assert epochs and min(epochs) >= 1, epochs
 
 

@@ -92,7 +92,5 @@ class InferConfig(BaseModel):
         return self
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> InferConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(data)
+    def from_yaml(cls, path: str | Path) -> InferConfig:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})

@@ -183,7 +183,7 @@ def test_bad_requests_are_named(survey, tmp_path):
               progress=False)
     regressor = _artifact(survey, tmp_path, "specvit")
     infer(_config(regressor, survey, tmp_path / "c3", noise_redraws=0), progress=False)
-    with pytest.raises(SpectraError, match="different artifact_id"):
+    with pytest.raises(SpectraError, match="different model"):
         infer(_config(emulator, survey, tmp_path / "c3"), progress=False)
 
 

@@ -53,7 +53,6 @@ class InferSummary:
     failed_shards: dict[str, str] = field(default_factory=dict)  # shard -> reason
     flags: dict[str, int] = field(default_factory=dict)  # flag name -> spectra (this run)
     seconds: float = 0.0
-    first_result_s: float = 0.0  # until the first results came back (start-up of the pool)
 
     @property
     def spectra_per_s(self) -> float:
@@ -89,8 +88,11 @@ def _claim(cfg: InferConfig, artifact_id: str, mode: str) -> None:
         before = json.loads(read_bytes(fs, path))
         changed = [k for k in job if before.get(k) != job[k]]
         if changed:
-            raise SpectraError(f"this catalog was started with a different {changed[0]}; "
-                               "write to another location or delete it", file=cfg.to)
+            what = {"artifact_id": "model", "data": "dataset", "mode": "mode",
+                    "settings_sha256": "settings (samples, quantiles, noise_redraws, fit, "
+                    "quality, carry_columns or seed)"}[changed[0]]
+            raise SpectraError(f"this catalog was started with a different {what}; write to "
+                               "another location or delete it", file=cfg.to)
         return
     write_bytes_atomic(fs, path, json.dumps(job, indent=1).encode())
 
@@ -182,8 +184,6 @@ def infer(cfg: InferConfig, address: str | None = None, progress: bool = True
         with columns as bar:
             task = bar.add_task("spectra", total=sum(todo.values()))
             for block in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-                summary.first_result_s = summary.first_result_s or \
-                    time.perf_counter() - started
                 for shard in pc.unique(block.column(SOURCE_COLUMN)).to_pylist():
                     rows = block.filter(pc.equal(block.column(SOURCE_COLUMN), shard))
                     buffer = buffers[shard]

@@ -102,7 +102,9 @@ def test_regressor_catalog_has_every_spectrum_once_and_exports_to_fits(survey, t
         assert np.array_equal(data["teff"], table.column("teff").to_numpy())
         assert np.array_equal(data["flags"], table.column("flags").to_numpy())
         assert np.array_equal(data["input_teff"], table.column("input_teff").to_numpy())
-        assert hdul["CATALOG"].columns["teff"].unit == "K"
+        columns = hdul["CATALOG"].columns
+        assert columns["teff"].unit == "K" and columns["logg_err"].unit == "dex"
+        assert columns["flags"].unit is None
 
 
 def test_cinn_catalog_has_posterior_quantiles(survey, tmp_path):

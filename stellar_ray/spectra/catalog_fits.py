@@ -32,13 +32,9 @@ def _column(array: pa.ChunkedArray) -> np.ndarray:
 
 
 def catalog_table(url: str, storage_options: dict | None = None) -> Table:
-    """The catalog at ``url`` as an astropy Table with units and the provenance in meta."""
+    """The catalog at ``url`` as an astropy Table with the provenance in meta."""
     table = read_catalog(url, storage_options)
     out = Table({name: _column(table.column(name)) for name in table.column_names})
-    for name in out.colnames:
-        unit = _unit(name)
-        if unit:
-            out[name].unit = unit
     manifest = load_catalog_manifest(url, storage_options)
     if manifest.provenance:
         out.meta["PRODUCER"] = manifest.provenance.producer[:68]
@@ -50,6 +46,10 @@ def catalog_to_fits(url: str, to: str, storage_options: dict | None = None) -> i
     """Write the catalog at ``url`` as a FITS file at ``to`` (atomically); returns rows."""
     table = catalog_table(url, storage_options)
     hdu = fits.BinTableHDU(table, name="CATALOG")
+    # TUNITn written as text: FITS has no 'dex', which astropy's unit writer refuses
+    for i, name in enumerate(table.colnames, start=1):
+        if unit := _unit(name):
+            hdu.header[f"TUNIT{i}"] = unit
     buffer = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buffer)
     fs, path = resolve(to, storage_options)

@@ -208,7 +208,7 @@ def test_emulator_fit_recovers_labels_and_velocity(survey, tmp_path):
     model = _artifact(survey, tmp_path, "payne", payne)
     cfg = _config(model, survey, tmp_path / "catalog",
                   fit={"restarts": 3, "steps": 150, "lr": 0.05, "polish_steps": 5})
-    fitter = EmulatorFitter(cfg.model_dump_json(), "test")
+    fitter = EmulatorFitter(cfg.model_dump_json())
     n = 12
     truth = torch.cat([z[:n], torch.linspace(-0.5, 0.5, n)[:, None],  # rv ±50 km/s
                        torch.full((n, 1), 1.0)], dim=1)  # softplus(1) = 1.31 km/s

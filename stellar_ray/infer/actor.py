@@ -28,7 +28,7 @@ KILL_ENV = "STELLAR_RAY_KILL_ACTOR_AT"
 class CatalogActor:
     """Base of the pool's callable classes: batch (numpy columns) -> catalog columns."""
 
-    def __init__(self, config_json: str, artifact_id: str) -> None:
+    def __init__(self, config_json: str) -> None:
         # Ray hands batches over as read-only arrays; the tensors made from them are only read.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.config = InferConfig.model_validate_json(config_json)
@@ -38,7 +38,6 @@ class CatalogActor:
         self.device = pick_device()
         self.artifact: Artifact = load_artifact(self.config.model, self.config.storage_options,
                                                 device=self.device)
-        self.artifact_id = artifact_id
         self.norm = self.artifact.normalisation
         self.wave = self.artifact.grid.wavelength()
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
@@ -71,7 +70,7 @@ class CatalogActor:
         snr = snr_of(batch, self.wave)
         out = {ID_COLUMN: np.asarray(batch[ID_COLUMN], dtype=object),
                "model": np.full(n, self.artifact.metadata["model"], dtype=object),
-               "model_version": np.full(n, self.artifact_id, dtype=object)}
+               "model_version": np.full(n, self.artifact.artifact_id, dtype=object)}
         for k, name in enumerate(self.norm.labels):
             out[name] = labels[:, k]
         out.update(extra)

@@ -27,8 +27,8 @@ FD_STEP = 1e-3
 class EmulatorFitter(CatalogActor):
     """Emulators in the actor pool: each spectrum fitted, not predicted."""
 
-    def __init__(self, config_json: str, artifact_id: str) -> None:
-        super().__init__(config_json, artifact_id)
+    def __init__(self, config_json: str) -> None:
+        super().__init__(config_json)
         if self.artifact.metadata["family"] != "emulator":
             raise ValueError(f"fit mode needs an emulator; {self.config.model} holds a "
                              f"{self.artifact.metadata['family']}")

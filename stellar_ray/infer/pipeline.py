@@ -70,12 +70,6 @@ class InferSummary:
         return "\n".join(lines)
 
 
-def _artifact_id(cfg: InferConfig) -> str:
-    fs, base = resolve(cfg.model, cfg.storage_options)
-    integrity = json.loads(read_bytes(fs, join(base, "integrity.json")))
-    return integrity["artifact_id"]
-
-
 def _claim(cfg: InferConfig, artifact_id: str, mode: str) -> None:
     """Record which model, data and settings a catalog belongs to; refuse to mix."""
     settings = cfg.model_dump(mode="json", exclude={"actors", "storage_options", "to"})
@@ -157,7 +151,7 @@ def infer(cfg: InferConfig, address: str | None = None, progress: bool = True
     if mode == "predict" and family == "emulator":
         raise SpectraError("an emulator predicts spectra, not labels: use mode 'fit'",
                            file=cfg.model)
-    artifact_id = _artifact_id(cfg)
+    artifact_id = artifact.artifact_id
     _claim(cfg, artifact_id, mode)
     writer = CatalogWriter(cfg.to, cfg.storage_options)
     done = writer.committed_keys()
@@ -173,7 +167,7 @@ def infer(cfg: InferConfig, address: str | None = None, progress: bool = True
                           storage_options=cfg.storage_options, shards=list(todo),
                           tag_source=True, skip_bad=True, num_cpus=cfg.read_cpus)
         results = ds.map_batches(
-            actor_cls, fn_constructor_args=(cfg.model_dump_json(), artifact_id),
+            actor_cls, fn_constructor_args=(cfg.model_dump_json(),),
             batch_size=pool.batch_size, batch_format="numpy",
             compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
             num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor or None,

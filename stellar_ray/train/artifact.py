@@ -57,6 +57,7 @@ class Artifact:
     metadata: dict[str, Any]
     normalisation: Normalisation
     reference: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+    artifact_id: str  # "sha256:…" over the files' hashes, from integrity.json
 
     @property
     def grid(self) -> WavelengthGrid:
@@ -163,7 +164,8 @@ def load_artifact(url: str, storage_options: dict | None = None,
                             for k, v in metadata["normalisation"].items()})
     reference = (load_tensors(data["reference/inputs.safetensors"]),
                  load_tensors(data["reference/outputs.safetensors"]))
-    return Artifact(model=model, metadata=metadata, normalisation=norm, reference=reference)
+    return Artifact(model=model, metadata=metadata, normalisation=norm, reference=reference,
+                    artifact_id=integrity["artifact_id"])
 
 
 def reference_inputs(family: str, norm: Normalisation, batch: dict[str, np.ndarray],

@@ -24,15 +24,14 @@ import time
 import numpy as np
 import torch
 
-from stellar_ray.infer.config import InferConfig
-from stellar_ray.infer.pipeline import infer
+from stellar_ray.artifact import package_model
+from stellar_ray.inference.config import InferConfig
+from stellar_ray.inference.pipeline import infer
 from stellar_ray.models import build
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter
 from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
 from stellar_ray.spectra.presets import lrs_grid
-from stellar_ray.train.artifact import reference_inputs, write_artifact
-from stellar_ray.train.objectives import fit_normalisation
 
 LABELS = ["teff", "logg", "fe_h"]
 MODELS = {"specvit": {}, "cinn": {}}  # the papers' default sizes
@@ -59,12 +58,10 @@ def make_data(url: str, n: int) -> dict[str, np.ndarray]:
 
 
 def make_artifact(url: str, name: str, batch: dict[str, np.ndarray]) -> torch.nn.Module:
-    family = "posterior" if name == "cinn" else "regressor"
-    model = build(name, n_labels=3, n_pix=lrs_grid().npix, **MODELS[name]).eval()
-    labels = np.stack([batch[n] for n in LABELS], axis=1)
-    norm = fit_normalisation(labels, LABELS, family, name, None, np.zeros(1))
-    write_artifact(url, model, name, {"n_labels": 3, "n_pix": lrs_grid().npix, **MODELS[name]},
-                   norm, lrs_grid(), {}, reference_inputs(family, norm, batch), {})
+    args = {"n_labels": 3, "n_pix": lrs_grid().npix, **MODELS[name]}
+    model = build(name, **args).eval()
+    package_model(url, model, model_name=name, model_args=args, batch=batch, labels=LABELS,
+                  grid=lrs_grid())
     return model
 
 

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from stellar_ray.simulate.generator import SpectrumGenerator
-from stellar_ray.simulate.survey import SimulationConfig, shard_labels, simulate, simulate_batch
+from stellar_ray.simulation.generator import SpectrumGenerator
+from stellar_ray.simulation.survey import SimulationConfig, shard_labels, simulate, simulate_batch
 
 
 def single_core_rate(config: SimulationConfig) -> float:

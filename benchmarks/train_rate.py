@@ -25,7 +25,7 @@ from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter
 from stellar_ray.spectra.grid import ArmGrid, WavelengthGrid
 from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
-from stellar_ray.train.config import TrainConfig
+from stellar_ray.training.config import TrainConfig
 
 NPIX, MODEL = 1024, {"d": 64, "heads": 4, "layers": 2}
 
@@ -68,7 +68,7 @@ def bare_loop(flux: np.ndarray, labels: np.ndarray, epochs: int, batch: int,
 
 
 def ray_run(url: str, out: str, workers: int, epochs: int, batch: int) -> tuple[float, float]:
-    from stellar_ray.train.run import train
+    from stellar_ray.training.run import train
 
     cfg = TrainConfig.model_validate({
         "model": "specvit", "model_args": MODEL,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stellar_ray.infer.config import InferConfig
-from stellar_ray.infer.pipeline import infer
+from stellar_ray.inference.config import InferConfig
+from stellar_ray.inference.pipeline import infer
 
 
 def main() -> None:

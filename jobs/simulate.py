@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from stellar_ray.simulate.survey import load_simulation_job, simulate
+from stellar_ray.simulation.survey import load_simulation_job, simulate
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from stellar_ray.train.config import TrainConfig
-from stellar_ray.train.run import train
+from stellar_ray.training.config import TrainConfig
+from stellar_ray.training.run import train
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from stellar_ray.train.sweep import SweepConfig, sweep
+from stellar_ray.training.sweep import SweepConfig, sweep
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ function of the package."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -12,12 +14,21 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from .spectra.errors import SpectraError
+from .errors import ConfigError, StellarRayError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Machine-learning stellar spectroscopy at survey scale on Ray.")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option(
+        "--verbose", help="show Ray's own logs and the workers' output")] = False) -> None:
+    """Machine-learning stellar spectroscopy at survey scale on Ray."""
+    from .runtime import set_verbose
+
+    set_verbose(verbose)
 
 Address = Annotated[str | None, typer.Option(
     help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")]
@@ -30,8 +41,62 @@ def _storage(text: str | None) -> dict | None:
 
 
 def _fail(err: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {err}")
+    """The error as one line (it names where it happened), exit code 2."""
+    text = " ".join(str(err).split())
+    err_console.print(f"[bold red]error:[/] {text}", markup=True, highlight=False)
     raise typer.Exit(code=2)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """stellar-ray's errors, and values refused by a configuration, as one line each."""
+    try:
+        yield
+    except (StellarRayError, ValueError) as err:
+        _fail(err)
+
+
+def _ray_logs() -> None:
+    from .runtime import ray_log_dir, verbose
+
+    if not verbose() and (where := ray_log_dir()):
+        console.print(f"Ray's logs: {where} (--verbose shows them here)")
+
+
+def _ingest_options(config: Path | None, grid: str | None, medium: str,
+                    assume_medium: str | None, id_key: str | None, flags: dict[str, bool],
+                    values: dict[str, object]):
+    """The ingest YAML (if any) with what the command line gives on top of it."""
+    from .config_files import load_config
+    from .spectra.ingest import IngestOptions
+    from .spectra.presets import parse_grid
+
+    opts = load_config(IngestOptions, config) if config else IngestOptions()
+    updates: dict = {name: on or getattr(opts, name) for name, on in flags.items()}
+    updates.update({k: v for k, v in values.items() if v is not None})
+    if grid is not None:
+        updates["grid"] = parse_grid(grid, medium=medium)
+    reader = opts.reader.model_dump()
+    if assume_medium is not None:  # only when given: the YAML's reader.assume_medium stays
+        reader["assume_medium"] = assume_medium
+    if id_key:
+        reader["id_key"] = id_key
+    updates["reader"] = reader
+    return load_config(IngestOptions, {**opts.model_dump(), **updates})
+
+
+def _print_ingest(summary) -> None:
+    console.print(f"ingested [bold]{summary.spectra}[/] spectra from {summary.files} files "
+                  f"into {summary.shards} shards at {summary.url}")
+    if summary.rejects:
+        console.print(f"[yellow]{len(summary.rejects)} set aside[/] (see "
+                      f"{summary.url}/_rejects.parquet):")
+        for r in summary.rejects[:10]:
+            where = r.file + (f" row {r.row}" if r.row is not None else "")
+            console.print(f"  {where}: {r.field or ''}: {r.reason}")
+    if summary.dropped_labels:
+        console.print(f"{summary.dropped_labels} label values dropped (labels not in the "
+                      "first file; name them in the config's 'labels')")
 
 
 @app.command()
@@ -42,8 +107,9 @@ def ingest(
         help="lrs, hrs, START:STOP:STEP (Å) or a grid YAML; default: the first file's grid")
     ] = None,
     medium: Annotated[str, typer.Option(help="medium of --grid: air or vacuum")] = "vacuum",
-    assume_medium: Annotated[str, typer.Option(
-        help="medium of files that do not state it")] = "vacuum",
+    assume_medium: Annotated[str | None, typer.Option(
+        help="medium of files that do not state it (default: the YAML's reader."
+        "assume_medium, else vacuum)")] = None,
     flux_unit: Annotated[str | None, typer.Option(
         help="flux unit of the dataset (astropy string; '' = normalised)")] = None,
     config: Annotated[Path | None, typer.Option(
@@ -63,45 +129,18 @@ def ingest(
     storage_options: StorageOptions = None,
 ) -> None:
     """Ingest FITS, HDF5, NumPy or CSV spectra into a sharded dataset."""
-    from .spectra.ingest import IngestOptions
     from .spectra.ingest import ingest as run_ingest
-    from .spectra.ingest.options import ReaderOptions
-    from .spectra.presets import parse_grid
 
-    try:
-        base = yaml.safe_load(config.read_text()) if config else {}
-        opts = IngestOptions.model_validate(base or {})
-        updates: dict = {"overwrite": overwrite or opts.overwrite,
-                         "mask_nonfinite": mask_nonfinite or opts.mask_nonfinite,
-                         "estimate_sigma": estimate_sigma or opts.estimate_sigma}
-        if grid is not None:
-            updates["grid"] = parse_grid(grid, medium=medium)
-        for name, value in (("flux_unit", flux_unit), ("rows_per_shard", rows_per_shard),
-                            ("files_per_task", files_per_task), ("survey", survey),
-                            ("mode", mode)):
-            if value is not None:
-                updates[name] = value
-        reader = opts.reader.model_dump()
-        reader.update({"assume_medium": assume_medium} if assume_medium else {})
-        if id_key:
-            reader["id_key"] = id_key
-        updates["reader"] = ReaderOptions.model_validate(reader)
-        opts = IngestOptions.model_validate({**opts.model_dump(), **updates})
+    with _reported():
+        opts = _ingest_options(
+            config, grid, medium, assume_medium, id_key,
+            flags={"overwrite": overwrite, "mask_nonfinite": mask_nonfinite,
+                   "estimate_sigma": estimate_sigma},
+            values={"flux_unit": flux_unit, "rows_per_shard": rows_per_shard,
+                    "files_per_task": files_per_task, "survey": survey, "mode": mode})
         summary = run_ingest(sources, to, opts, storage_options=_storage(storage_options),
                              address=address)
-    except (SpectraError, ValueError) as err:
-        _fail(err)
-    console.print(f"ingested [bold]{summary.spectra}[/] spectra from {summary.files} files "
-                  f"into {summary.shards} shards at {summary.url}")
-    if summary.rejects:
-        console.print(f"[yellow]{len(summary.rejects)} set aside[/] (see "
-                      f"{summary.url}/_rejects.parquet):")
-        for r in summary.rejects[:10]:
-            where = r.file + (f" row {r.row}" if r.row is not None else "")
-            console.print(f"  {where}: {r.field or ''}: {r.reason}")
-    if summary.dropped_labels:
-        console.print(f"{summary.dropped_labels} label values dropped (labels not in the "
-                      "first file; name them in the config's 'labels')")
+    _print_ingest(summary)
 
 
 @app.command()
@@ -114,18 +153,16 @@ def simulate(
     storage_options: StorageOptions = None,
 ) -> None:
     """Simulate a 4MOST-style survey with the built-in generator."""
-    from .simulate.survey import load_simulation_job
-    from .simulate.survey import simulate as run_simulation
+    from .simulation.survey import load_simulation_job
+    from .simulation.survey import simulate as run_simulation
 
-    try:
+    with _reported():
         cfg, default_to = load_simulation_job(config)
         to = to or default_to
         if not to:
-            raise ValueError(f"{config}: no output; give --to or a to: line")
+            raise ConfigError("no output; give --to or a to: line", where=str(config))
         m = run_simulation(cfg, to, storage_options=_storage(storage_options),
                            overwrite=overwrite, address=address)
-    except (SpectraError, ValueError) as err:
-        _fail(err)
     console.print(f"simulated {m.num_rows} {cfg.instrument_config().mode} spectra in "
                   f"{len(m.shards)} shards at {to}")
 
@@ -136,18 +173,14 @@ def train_command(
     address: Address = None,
 ) -> None:
     """Train a model with Ray Train and write its artifact."""
-    from .train.config import TrainConfig
-    from .train.run import train
+    from .training.config import TrainConfig
+    from .training.run import train
 
-    try:
+    with _reported():
         cfg = TrainConfig.from_yaml(config)
-        result = train(cfg, address=address)
-    except (SpectraError, ValueError) as err:
-        _fail(err)
-    best = result.best_metrics
-    console.print(f"trained {cfg.model} for {result.epochs} epochs; best validation loss "
-                  f"{best.get('val_loss', float('nan')):.4g} at epoch {best.get('epoch')}")
-    console.print(f"artifact: {result.artifact}")
+        result = train(cfg, address=address, on_epoch=console.print)
+    console.print(result.text(cfg.model))
+    _ray_logs()
 
 
 @app.command("tune")
@@ -156,12 +189,10 @@ def tune_command(
     address: Address = None,
 ) -> None:
     """Sweep hyperparameters with Ray Tune (ASHA or PBT)."""
-    from .train.sweep import SweepConfig, sweep
+    from .training.sweep import SweepConfig, sweep
 
-    try:
+    with _reported():
         summary = sweep(SweepConfig.from_yaml(config), address=address)
-    except (SpectraError, ValueError) as err:
-        _fail(err)
     console.print(f"{summary['trials']} trials; best {summary['params']} with "
                   f"val_loss {summary['metrics'].get('val_loss', float('nan')):.4g}")
     console.print(f"results: {summary['results']}; best configuration: "
@@ -182,10 +213,11 @@ def infer_command(
     storage_options: StorageOptions = None,
 ) -> None:
     """Run a trained model over a dataset into a Parquet catalog (resumable)."""
-    from .infer.config import InferConfig
-    from .infer.pipeline import infer
+    from .config_files import load_config
+    from .inference.config import InferConfig
+    from .inference.pipeline import infer
 
-    try:
+    with _reported():
         base = yaml.safe_load(config.read_text()) if config else {}
         base.update({k: v for k, v in {"model": model, "data": data, "to": to, "mode": mode,
                                        "storage_options": _storage(storage_options)}.items()
@@ -193,10 +225,9 @@ def infer_command(
         actors = base.setdefault("actors", {})
         actors.update({k: v for k, v in {"max_actors": max_actors,
                                          "batch_size": batch_size}.items() if v is not None})
-        summary = infer(InferConfig.model_validate(base), address=address)
-    except (SpectraError, ValueError) as err:
-        _fail(err)
+        summary = infer(load_config(InferConfig, base), address=address)
     console.print(summary.text())
+    _ray_logs()
     if summary.failed_shards:
         raise typer.Exit(code=1)
 
@@ -214,10 +245,8 @@ def catalog_to_fits_command(
     """Export a catalog as a FITS binary table."""
     from .spectra.catalog_fits import catalog_to_fits
 
-    try:
+    with _reported():
         rows = catalog_to_fits(catalog, to, _storage(storage_options))
-    except SpectraError as err:
-        _fail(err)
     console.print(f"wrote {rows} rows to {to}")
 
 
@@ -261,10 +290,8 @@ def info(url: str, storage_options: StorageOptions = None) -> None:
     """Print what a dataset holds (from its manifest)."""
     from .spectra.dataset import load_manifest
 
-    try:
+    with _reported():
         m = load_manifest(url, _storage(storage_options))
-    except SpectraError as err:
-        _fail(err)
     table = Table(show_header=False)
     wave = m.grid.wavelength()
     table.add_row("spectra", f"{m.num_rows} in {len(m.shards)} shards")
@@ -284,10 +311,8 @@ def validate(url: str, storage_options: StorageOptions = None) -> None:
     """Check every shard of a dataset: checksums, schema, values, unique ids."""
     from .spectra.dataset import validate_dataset
 
-    try:
+    with _reported():
         m = validate_dataset(url, _storage(storage_options))
-    except SpectraError as err:
-        _fail(err)
     console.print(f"[green]valid[/]: {m.num_rows} spectra in {len(m.shards)} shards")
 
 
@@ -303,7 +328,9 @@ def demo(
     from .runtime import init_ray
 
     init_ray(address)
-    run_demo(out, console, epochs=epochs)
+    with _reported():
+        run_demo(out, console, epochs=epochs)
+    _ray_logs()
 
 
 if __name__ == "__main__":

@@ -14,25 +14,23 @@ built-in generator. Everything goes under one folder (``demo-output/``):
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from pathlib import Path
 
-import ray.data
 from rich.console import Console
 from rich.table import Table
 
-from .infer.config import InferConfig
-from .infer.pipeline import infer
+from .inference.config import InferConfig
+from .inference.pipeline import infer
 from .report import make_report
-from .simulate.generator import SpectrumGenerator
-from .simulate.priors import GalacticPrior, SNRSpec
-from .simulate.survey import SimulationConfig, simulate
+from .simulation.generator import SpectrumGenerator
+from .simulation.priors import GalacticPrior, SNRSpec
+from .simulation.survey import SimulationConfig, simulate
 from .spectra.catalog import read_catalog
 from .spectra.catalog_fits import catalog_to_fits
-from .train.config import TrainConfig
-from .train.run import train
+from .training.config import TrainConfig
+from .training.run import train
 
 LABELS = ["teff", "logg", "fe_h"]
 WINDOW = {"mode": "LRS",
@@ -64,17 +62,13 @@ def train_config(out: Path, epochs: int) -> TrainConfig:
 def run_demo(out: Path, console: Console, epochs: int = 30) -> None:
     """Everything under ``out`` (replaced)."""
     started = time.perf_counter()
-    quiet = ray.data.DataContext.get_current()  # our own progress and summaries suffice
-    quiet.enable_progress_bars = False
-    quiet.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if out.exists():
         shutil.rmtree(out)
     for name, cfg in (("survey-train", TRAIN_SURVEY), ("survey-catalog", CATALOG_SURVEY)):
         m = simulate(cfg, str(out / name))
         console.print(f"simulated {m.num_rows} spectra ({m.npix} pixels) at {out / name}")
 
-    result = train(train_config(out, epochs))
+    result = train(train_config(out, epochs), on_epoch=console.print)
     console.print(f"trained the cINN for {result.epochs} epochs: validation NLL "
                   f"{result.best_metrics['nll']:.3f}; artifact {result.artifact}")
 

@@ -12,11 +12,11 @@ import pyarrow as pa
 import torch
 from matplotlib.figure import Figure  # figures without pyplot: no display, no global state
 
-from .infer.predict import quantile_column
-from .simulate.fisher import fisher
-from .simulate.generator import SpectrumGenerator
-from .simulate.labels import LABELS
+from .simulation.fisher import fisher
+from .simulation.generator import SpectrumGenerator
+from .simulation.labels import LABELS
 from .spectra.dataset import iter_shards
+from .spectra.schema import quantile_column
 
 UNITS = {lab.name: lab.unit for lab in LABELS}
 

@@ -115,10 +115,14 @@ def tmp_url(tmp_path):
     return str(tmp_path / "ds")
 
 
-def make_instrument(start: float, step: float, npix: int, resolving_power: float) -> dict:
-    """A one-arm instrument definition for simulation configs in tests (Å)."""
-    hi = start + step * (npix - 1)
-    return {"mode": "TEST",
-            "grid": {"arms": [{"name": "r", "kind": "linear", "start": start, "step": step,
-                               "npix": npix}]},
-            "arms": [{"name": "r", "lo": start, "hi": hi, "resolving_power": resolving_power}]}
+@pytest.fixture(scope="module")
+def survey_256(ray_session, tmp_path_factory):
+    """A simulated survey of 256 spectra in 8 shards (the helpers' SURVEY)."""
+    from stellar_ray.simulation.survey import SimulationConfig, simulate
+
+    from .helpers import SURVEY
+
+    url = str(tmp_path_factory.mktemp("survey-256") / "survey")
+    simulate(SimulationConfig.model_validate({**SURVEY, "n_spectra": 256, "rows_per_shard": 32}),
+             url, progress=False)
+    return url

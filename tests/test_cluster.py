@@ -5,7 +5,6 @@ it; and the failure paths: no cluster there, a job that fails, missing storage c
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,24 +20,23 @@ from stellar_ray.cli import app
 from stellar_ray.spectra.catalog import read_catalog
 from stellar_ray.submit import SubmitError, submit
 
-from .test_infer import _artifact, _ids
-from .test_infer import survey as survey  # noqa: F401 - the module's shared fixture
+from .helpers import dataset_ids, free_port
+from .helpers import make_artifact as _artifact
 
 pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def survey(survey_256):
+    return survey_256
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     """The job server URL of a head + worker cluster, stopped (process group) at the end.
     Its environment has no storage credentials."""
-    gcs, dashboard, agent_head, agent_worker = (_free_port() for _ in range(4))
+    gcs, dashboard, agent_head, agent_worker = (free_port() for _ in range(4))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
     env.update(RAY_GCS_PORT=str(gcs), RAY_DASHBOARD_PORT=str(dashboard),
                AGENT_PORT_HEAD=str(agent_head), AGENT_PORT_WORKER=str(agent_worker),
@@ -94,7 +92,7 @@ def test_an_inference_job_on_two_nodes_writes_the_whole_catalog(two_nodes, surve
     assert outcome.status == "SUCCEEDED"
     assert any("catalog:" in line for line in lines)  # the job's own summary came back
     ids = read_catalog(str(tmp_path / "catalog")).column("spectrum_id").to_pylist()
-    assert sorted(ids) == _ids(survey)
+    assert sorted(ids) == dataset_ids(survey)
     # an actor of 0.75 CPU on each 1-CPU node: the model ran on both
     pools = [a for a in list_actors(address=two_nodes, limit=1000, detail=True)
              if "Predictor" in (a.class_name or "")]
@@ -105,7 +103,7 @@ def test_an_inference_job_on_two_nodes_writes_the_whole_catalog(two_nodes, surve
 
 
 def test_no_cluster_at_the_address_is_named_with_exit_code_1(tmp_path):
-    address = f"http://127.0.0.1:{_free_port()}"
+    address = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(app, ["submit", "infer", "--config",
                                       "jobs/configs/infer-cinn-small.yaml", "--address",
                                       address, "--project", str(ROOT)])

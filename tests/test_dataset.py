@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stellar_ray.errors import ChecksumError, DatasetNotFound, SpectraError
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import (
     DatasetWriter,
@@ -19,7 +20,6 @@ from stellar_ray.spectra.dataset import (
     read_shard,
     validate_dataset,
 )
-from stellar_ray.spectra.errors import ChecksumError, DatasetNotFound, SpectraError
 from stellar_ray.spectra.manifest import MANIFEST_NAME, ShardRecord
 
 from .conftest import make_batch, make_manifest

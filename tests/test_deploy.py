@@ -16,10 +16,10 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-from stellar_ray.infer.config import InferConfig
-from stellar_ray.simulate.survey import SimulationConfig
-from stellar_ray.train.config import TrainConfig
-from stellar_ray.train.sweep import SweepConfig
+from stellar_ray.inference.config import InferConfig
+from stellar_ray.simulation.survey import SimulationConfig
+from stellar_ray.training.config import TrainConfig
+from stellar_ray.training.sweep import SweepConfig
 
 from .kuberay_schema import SCHEMAS
 

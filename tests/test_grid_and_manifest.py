@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from stellar_ray.spectra.errors import SpectraError
+from stellar_ray.errors import SpectraError
 from stellar_ray.spectra.grid import ArmGrid, WavelengthGrid
 from stellar_ray.spectra.manifest import LabelSpec, Manifest
 from stellar_ray.spectra.presets import hrs_grid, lrs_grid, parse_grid

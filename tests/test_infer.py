@@ -15,59 +15,26 @@ import pytest
 import torch
 from astropy.io import fits
 
-from stellar_ray.infer.config import InferConfig
-from stellar_ray.infer.fit import RV_UNIT_KMS, EmulatorFitter
-from stellar_ray.infer.pipeline import infer
-from stellar_ray.infer.quality import CatalogFlag
+from stellar_ray.errors import SpectraError
+from stellar_ray.inference.config import InferConfig
+from stellar_ray.inference.fit import RV_UNIT_KMS, EmulatorFitter
+from stellar_ray.inference.pipeline import infer
+from stellar_ray.inference.quality import CatalogFlag
+from stellar_ray.models.normalisation import Normalisation, labels_of
 from stellar_ray.models.registry import build
-from stellar_ray.simulate.survey import SimulationConfig, simulate
 from stellar_ray.spectra.catalog import COMMITS_DIR, read_catalog
 from stellar_ray.spectra.catalog_fits import catalog_to_fits
 from stellar_ray.spectra.dataset import load_manifest
-from stellar_ray.spectra.errors import SpectraError
-from stellar_ray.spectra.raydata import read_spectra
-from stellar_ray.train.artifact import reference_inputs, write_artifact
-from stellar_ray.train.objectives import fit_normalisation, labels_of
 
-from .test_train import SURVEY, TINY
+from .helpers import LABELS, TINY, dataset_ids, first_batch
+from .helpers import make_artifact as _artifact
 
 pytestmark = pytest.mark.timeout(600)
-LABELS = ["teff", "logg", "fe_h"]
 
 
 @pytest.fixture(scope="module")
-def survey(ray_session, tmp_path_factory):
-    url = str(tmp_path_factory.mktemp("infer") / "survey")
-    simulate(SimulationConfig.model_validate({**SURVEY, "n_spectra": 256, "rows_per_shard": 32}),
-             url, progress=False)
-    return url
-
-
-def _batch(url: str) -> dict[str, np.ndarray]:
-    return next(iter(read_spectra(url).iter_batches(batch_size=10_000,
-                                                    batch_format="numpy")))
-
-
-def _artifact(url: str, out: Path, name: str, model: torch.nn.Module | None = None) -> str:
-    """An artifact of ``name`` (untrained unless ``model`` is given) for the survey."""
-    manifest = load_manifest(url)
-    batch = _batch(url)
-    args = {**TINY.get(name, {"hidden": [32, 32]}), "n_labels": len(LABELS),
-            "n_pix": manifest.npix}
-    model = model or build(name, **args)
-    family = {"payne": "emulator", "cinn": "posterior"}.get(name, "regressor")
-    norm = fit_normalisation(labels_of(batch, LABELS), LABELS, family, name,
-                             batch["model_flux"], manifest.grid.wavelength())
-    target = str(out / name)
-    write_artifact(target, model, name, args, norm, manifest.grid, {},
-                   reference_inputs(family, norm, batch), {"test": True})
-    return target
-
-
-def _ids(url: str) -> list[str]:
-    """The dataset's spectrum ids, sorted."""
-    return sorted(i for b in read_spectra(url, columns=["spectrum_id"]).iter_batches(
-        batch_format="numpy") for i in b["spectrum_id"])
+def survey(survey_256):
+    return survey_256
 
 
 def _config(model: str, data: str, to: Path, **kw) -> InferConfig:
@@ -85,7 +52,7 @@ def test_regressor_catalog_has_every_spectrum_once_and_exports_to_fits(survey, t
     assert summary.spectra == summary.new_spectra == 256 and not summary.failed_shards
     table = read_catalog(cfg.to)
     ids = table.column("spectrum_id").to_pylist()
-    assert sorted(ids) == _ids(survey) and len(set(ids)) == 256
+    assert sorted(ids) == dataset_ids(survey) and len(set(ids)) == 256
     err = table.column("teff_err").to_numpy()
     assert np.all(np.isfinite(err)) and np.all(err > 0)
     assert set(table.column("model").to_pylist()) == {"specvit"}
@@ -127,7 +94,7 @@ def test_a_killed_actor_leaves_every_spectrum_exactly_once(survey, tmp_path):
     summary = infer(cfg, progress=False)
     assert marker.exists()  # an actor process really exited at its third batch
     ids = read_catalog(cfg.to).column("spectrum_id").to_pylist()
-    assert sorted(ids) == _ids(survey) and summary.spectra == 256
+    assert sorted(ids) == dataset_ids(survey) and summary.spectra == 256
 
 
 def test_a_killed_driver_resumes_without_redoing_committed_shards(survey, tmp_path,
@@ -153,7 +120,7 @@ def test_a_killed_driver_resumes_without_redoing_committed_shards(survey, tmp_pa
     for name, text in first.items():  # committed parts were not rewritten
         assert (commits / name).read_text() == text
     ids = read_catalog(str(catalog)).column("spectrum_id").to_pylist()
-    assert sorted(ids) == _ids(survey)
+    assert sorted(ids) == dataset_ids(survey)
 
 
 def test_a_corrupt_shard_is_reported_and_the_rest_written(survey, tmp_path):
@@ -193,11 +160,10 @@ def test_emulator_fit_recovers_labels_and_velocity(survey, tmp_path):
     """Spectra made by the emulator itself at known labels, velocity and broadening are
     fitted back: the fit's machinery, independent of how good the emulator is."""
     torch.manual_seed(0)
-    batch = _batch(survey)
+    batch = first_batch(survey)
     flux = torch.as_tensor(np.array(batch["model_flux"]))
     payne = build("payne", n_labels=3, n_pix=flux.shape[1], **TINY["payne"])
-    norm_z = fit_normalisation(labels_of(batch, LABELS), LABELS, "emulator", "payne", None,
-                               np.zeros(1))
+    norm_z = Normalisation.of_labels(labels_of(batch, LABELS), LABELS)
     z = norm_z.z(labels_of(batch, LABELS))
     opt = torch.optim.Adam(payne.parameters(), lr=3e-3)
     for _ in range(300):  # a rough emulator is enough: the truth is what it makes

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from stellar_ray.simulate.libraries import (
+from stellar_ray.errors import SpectraError
+from stellar_ray.simulation.libraries import (
     augmentation_counts,
     combine_libraries,
     parameter_split,
 )
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter, iter_shards
-from stellar_ray.spectra.errors import SpectraError
 
 from .conftest import make_batch, make_manifest
 

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from stellar_ray.errors import ChecksumError, SpectraError
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.catalog import CatalogWriter, read_catalog, write_catalog
 from stellar_ray.spectra.dataset import DatasetWriter, iter_shards, load_manifest
-from stellar_ray.spectra.errors import ChecksumError, SpectraError
 from stellar_ray.spectra.raydata import SpectraDatasource, read_spectra, write_spectra
 
 from .conftest import make_batch, make_manifest

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy import units as u
 
-from stellar_ray.spectra.errors import SpectraError
+from stellar_ray.errors import SpectraError
 from stellar_ray.spectra.resample import Resampler, bin_edges
 from stellar_ray.spectra.schema import MaskBit
 from stellar_ray.spectra.units import (

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from stellar_ray.errors import SpectraError
 from stellar_ray.spectra.batch import SpectrumBatch, check_batch, find_problems
-from stellar_ray.spectra.errors import SpectraError
 from stellar_ray.spectra.schema import tensor_to_numpy, to_tensor_array
 
 from .conftest import make_batch, make_manifest

@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from stellar_ray.simulate.fisher import fisher, jacobian
-from stellar_ray.simulate.generator import SpectrumGenerator
-from stellar_ray.simulate.instrument import (
+from stellar_ray.quantities import measured_snr
+from stellar_ray.simulation.fisher import fisher, jacobian
+from stellar_ray.simulation.generator import SpectrumGenerator
+from stellar_ray.simulation.instrument import (
     ArmConfig,
     InstrumentConfig,
     add_noise,
-    measured_snr,
 )
-from stellar_ray.simulate.labels import INDEX, LABELS, check_ranges, typical
-from stellar_ray.simulate.linelist import HYDROGEN, build_linelist
-from stellar_ray.simulate.physics import LineFormation
-from stellar_ray.simulate.priors import GalacticPrior, GridPrior, SNRSpec, UniformPrior
+from stellar_ray.simulation.labels import INDEX, LABELS, check_ranges, typical
+from stellar_ray.simulation.linelist import HYDROGEN, build_linelist
+from stellar_ray.simulation.physics import LineFormation
+from stellar_ray.simulation.priors import GalacticPrior, GridPrior, SNRSpec, UniformPrior
 from stellar_ray.spectra.grid import ArmGrid, WavelengthGrid
 
 pytestmark = pytest.mark.timeout(300)
@@ -217,7 +217,7 @@ def test_priors_stay_in_range_and_grids_are_complete():
     ({"prior": {"kind": "grid", "axes": {"logg": [4.0, 6.0]}}}, "prior.axes.logg"),
 ])
 def test_bad_configuration_fails_before_any_work(bad, message):
-    from stellar_ray.simulate.survey import SimulationConfig
+    from stellar_ray.simulation.survey import SimulationConfig
 
     with pytest.raises(ValueError) as info:
         SimulationConfig.model_validate({"n_spectra": 10, **bad})

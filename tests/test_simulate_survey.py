@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from stellar_ray.simulate.survey import PROGRESS_DIR, SimulationConfig, simulate
+from stellar_ray.simulation.survey import PROGRESS_DIR, SimulationConfig, simulate
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import iter_shards, validate_dataset
 
-from .conftest import make_instrument
+from .helpers import make_instrument
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,33 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from stellar_ray.simulate.survey import SimulationConfig, simulate
-from stellar_ray.spectra.errors import SpectraError
-from stellar_ray.train.artifact import load_artifact
-from stellar_ray.train.config import TrainConfig
-from stellar_ray.train.run import train
+from stellar_ray.artifact import load_artifact
+from stellar_ray.errors import SpectraError
+from stellar_ray.simulation.survey import SimulationConfig, simulate
+from stellar_ray.training.config import TrainConfig
+from stellar_ray.training.run import train
+from stellar_ray.training.schedule import Plateau
 
-from .conftest import make_instrument
+from .helpers import SURVEY, TINY
 
 pytestmark = pytest.mark.timeout(600)
-
-SURVEY = {
-    "instrument": make_instrument(6150.0, 1.0, 256, 5000.0),
-    "n_spectra": 320, "rows_per_shard": 64, "seed": 3,
-    "prior": {"kind": "uniform",
-              "ranges": {"teff": [4000, 7000], "logg": [1.0, 5.0], "fe_h": [-1.5, 0.3]},
-              "fixed": {"vsini": 2.0, "rv": 0.0, "alpha_fe": 0.0, "ca_fe": 0.0, "mg_fe": 0.0,
-                        "li_fe": 0.0, "vmic": 1.0}},
-    "snr": {"kind": "fixed", "value": 100},
-}
-TINY = {
-    "specvit": {"d": 32, "heads": 4, "layers": 2},
-    "payne": {"hidden": [64, 64]},
-    "cinn": {"condition_config": {"d": 32, "stem": [8, 16, 16], "lstm_hidden": 16,
-                                  "heads": 4, "layers": 1},
-             "transforms": 2, "hidden": [32, 32]},
-}
-
 
 @pytest.fixture(scope="module")
 def survey(ray_session, tmp_path_factory):
@@ -62,7 +45,7 @@ def test_every_family_trains_on_two_workers(survey, tmp_path, model):
     assert len(losses) == 2 and losses[1] < losses[0], losses
     artifact = load_artifact(result.artifact)
     artifact.verify()
-    assert artifact.metadata["model"] == model
+    assert artifact.metadata.model == model
     assert artifact.grid.npix == 256
     if model == "specvit":
         assert {"teff/r2", "logg/sigma_robust", "fe_h/mae/dwarf"} <= set(result.best_metrics)
@@ -132,7 +115,7 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
     import pyarrow.parquet as pq
     import yaml
 
-    from stellar_ray.train.sweep import SweepConfig, sweep
+    from stellar_ray.training.sweep import SweepConfig, sweep
 
     base = config(survey, tmp_path, "payne", optim={"epochs": 2},
                   scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
@@ -148,7 +131,7 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
 
 
 def test_pbt_exploit_continues_from_the_donors_weights(survey, tmp_path):
-    from stellar_ray.train.sweep import SweepConfig, sweep
+    from stellar_ray.training.sweep import SweepConfig, sweep
 
     base = config(survey, tmp_path, "payne", optim={"epochs": 3},
                   scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
@@ -180,23 +163,21 @@ def test_training_on_a_survey_simulated_on_the_fly(ray_session, tmp_path):
     assert result.epochs == 2 and losses[1] < losses[0], losses
     artifact = load_artifact(result.artifact)
     assert artifact.grid.npix == 256
-    assert artifact.metadata["normalisation"]["labels"] == ["teff", "logg", "fe_h"]
+    assert artifact.metadata.normalisation.labels == ["teff", "logg", "fe_h"]
     with pytest.raises(ValueError, match="exactly one of"):
         TrainConfig.model_validate({"model": "specvit", "output": "x",
                                     "data": {**data, "train": "somewhere"}})
 
 
 def test_plateau_schedule_decays_lr_and_batch_and_stops_early():
-    from stellar_ray.train.loop import _update_plateau
-
     cfg = TrainConfig.model_validate({
         "model": "smnet", "data": {"train": "x", "labels": ["teff"]}, "output": "x",
         "optim": {"schedule": "plateau", "batch_size": 100, "plateau_patience": 2,
                   "early_stop_patience": 5}})
-    state = {"scale": 1.0, "batch": 100, "stale": 0, "stop": False}
+    state = Plateau(scale=1.0, batch=100)
     history = []
     for improved in (True, False, False, False, False, False):
-        _update_plateau(state, improved, cfg)
-        history.append((round(state["scale"], 3), state["batch"], state["stop"]))
+        state.update(improved, cfg.optim)
+        history.append((round(state.scale, 3), state.batch, state.stop))
     assert history == [(1.0, 100, False), (1.0, 100, False), (0.8, 80, False),
                        (0.8, 80, False), (0.64, 64, False), (0.64, 64, True)]

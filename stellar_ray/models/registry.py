@@ -1,8 +1,9 @@
 """The model zoo by name: ``build(name, **config)``, ``names()`` and each model's card.
 
-A card gives the family, the paper and section the model follows, the paper's default
-configuration (what ``build(name)`` gives), the parameter count the paper states (where it
-does), and a tiny configuration for tests and CPU runs.
+A card gives the model's task (its family and what training and inference do with it,
+:mod:`.tasks`), the paper and section the model follows, the paper's default configuration
+(what ``build(name)`` gives), the parameter count the paper states (where it does), the
+paper's loss, and a tiny configuration for tests and CPU runs.
 """
 
 from __future__ import annotations
@@ -13,21 +14,24 @@ from typing import Any, Literal
 
 from torch import nn
 
+from ..errors import ModelError
 from .cinn import build_cinn
 from .classical import GBDTBaseline, RidgeBaseline
 from .emulators import big_payne, the_payne
 from .recurrent_cnn import BiLSTMRegressor, DeepCNN, ResNet1D
 from .smnet import SMNet
+from .tasks import ClassicalTask, EmulatorTask, Family, PosteriorTask, RegressorTask, Task
 from .transformer_payne import TransformerPayne
 from .vit import ConvStemLSTM, SpecViT, overlap_vit
 
-Family = Literal["emulator", "regressor", "posterior", "classical"]
+EMULATOR = EmulatorTask()
+REGRESSOR = RegressorTask()
 
 
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    family: Family
+    task: Task
     builder: Callable[..., nn.Module]
     paper: str
     section: str
@@ -35,42 +39,50 @@ class ModelCard:
     params: int  # parameters of build(name) (the default configuration)
     tiny: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    loss: Literal["mse", "l1"] = "mse"  # the paper's, unless a training config says
+
+    @property
+    def family(self) -> Family:
+        return self.task.family
 
 
 _CARDS = [
-    ModelCard("payne", "emulator", the_payne, "002 TransformerPayne", "Appendix A, listing 1",
+    ModelCard("payne", EMULATOR, the_payne, "002 TransformerPayne", "Appendix A, listing 1",
               None, 2_907_947, {"n_labels": 5, "n_pix": 64, "hidden": (32, 32)},
               "MLP 128-128, GELU, sigmoid output; default grid of 22,315 pixels"),
-    ModelCard("bigpayne", "emulator", big_payne, "002 TransformerPayne",
+    ModelCard("bigpayne", EMULATOR, big_payne, "002 TransformerPayne",
               "Appendix A, listing 2", None, 54_320_939,
               {"n_labels": 5, "n_pix": 64, "hidden": (64, 64, 64)}, "MLP 2048×3"),
-    ModelCard("transformer_payne", "emulator", TransformerPayne, "002 TransformerPayne",
-              "§3.1, listing 4", None, 17_004_033,
+    ModelCard("transformer_payne", EmulatorTask(wavelength_queries=True), TransformerPayne,
+              "002 TransformerPayne", "§3.1, listing 4", None, 17_004_033,
               {"n_labels": 5, "d": 32, "n_tokens": 4, "depth": 2, "heads": 4},
               "d = 256, 16 tokens, 16 blocks, 8 heads; queried at any wavelengths"),
-    ModelCard("smnet", "emulator", SMNet, "000 SM-Net", "§4.1–4.3", None, 258_597_127,
+    ModelCard("smnet", EmulatorTask(target="log1p", median_baseline=True), SMNet, "000 SM-Net",
+              "§4.1–4.3", None, 258_597_127,
               {"n_labels": 3, "n_pix": 64, "widths": (64, 128), "embed": 16,
                "channels": 8, "dropout": 0.0},
               "3 → 4096 → 16384 → L = 11,655; the paper does not state its size"),
-    ModelCard("specvit", "regressor", SpecViT, "003 SpecViT", "§3.2–3.4", 4.8e6, 4_809_729,
-              {"n_labels": 2, "n_pix": 128, "d": 32, "heads": 4, "layers": 2}),
-    ModelCard("overlap_vit", "regressor", overlap_vit, "003 SpecViT", "§3.6", 4.8e6, 4_813_569,
-              {"n_labels": 2, "n_pix": 128, "d": 32, "heads": 4, "layers": 2}),
-    ModelCard("convstem_lstm", "regressor", ConvStemLSTM, "003 SpecViT", "§3.5", 4.61e6, 4_606_785,
+    # paper 003 Table 1: the transformers train with L1, the other regressors with MSE
+    ModelCard("specvit", REGRESSOR, SpecViT, "003 SpecViT", "§3.2–3.4", 4.8e6, 4_809_729,
+              {"n_labels": 2, "n_pix": 128, "d": 32, "heads": 4, "layers": 2}, loss="l1"),
+    ModelCard("overlap_vit", REGRESSOR, overlap_vit, "003 SpecViT", "§3.6", 4.8e6, 4_813_569,
+              {"n_labels": 2, "n_pix": 128, "d": 32, "heads": 4, "layers": 2}, loss="l1"),
+    ModelCard("convstem_lstm", REGRESSOR, ConvStemLSTM, "003 SpecViT", "§3.5", 4.61e6,
+              4_606_785,
               {"n_labels": 2, "n_pix": 128, "d": 32, "stem": (8, 16, 16), "lstm_hidden": 16,
                "heads": 4, "layers": 2}),
-    ModelCard("bilstm", "regressor", BiLSTMRegressor, "003 SpecViT", "§3.6", 4.2e6, 4_211_457,
+    ModelCard("bilstm", REGRESSOR, BiLSTMRegressor, "003 SpecViT", "§3.6", 4.2e6, 4_211_457,
               {"n_labels": 2, "n_pix": 128, "d": 16, "hidden": 16, "layers": 3}),
-    ModelCard("resnet18_1d", "regressor", ResNet1D, "003 SpecViT", "§3.6", 4.9e6, 4_864_105,
+    ModelCard("resnet18_1d", REGRESSOR, ResNet1D, "003 SpecViT", "§3.6", 4.9e6, 4_864_105,
               {"n_labels": 2, "n_pix": 128, "widths": (8, 16, 16, 32)}),
-    ModelCard("deep_cnn", "regressor", DeepCNN, "003 SpecViT", "§3.6", 4.7e6, 4_674_945,
+    ModelCard("deep_cnn", REGRESSOR, DeepCNN, "003 SpecViT", "§3.6", 4.7e6, 4_674_945,
               {"n_labels": 2, "n_pix": 128, "channels": (8, 8, 16, 16, 16, 16, 32, 32),
                "pool": 2, "pooled": 2, "dense": (64, 32)},
               "eight convolutions (kernel 7) the paper describes only in outline"),
-    ModelCard("ridge", "classical", RidgeBaseline, "003 SpecViT", "§4 baselines", None, 0, {}),
-    ModelCard("gbdt", "classical", GBDTBaseline, "003 SpecViT", "§4 baselines (LightGBM)",
+    ModelCard("ridge", ClassicalTask(), RidgeBaseline, "003 SpecViT", "§4 baselines", None, 0, {}),
+    ModelCard("gbdt", ClassicalTask(), GBDTBaseline, "003 SpecViT", "§4 baselines (LightGBM)",
               None, 0, {"n_estimators": 50}),
-    ModelCard("cinn", "posterior", build_cinn, "004 cINN", "method", None, 5_618_044,
+    ModelCard("cinn", PosteriorTask(), build_cinn, "004 cINN", "method", None, 5_618_044,
               {"n_labels": 3, "n_pix": 128, "condition": "convstem_lstm",
                "condition_config": {"d": 32, "stem": (8, 16, 16), "lstm_hidden": 16,
                                     "heads": 4, "layers": 1},
@@ -87,7 +99,7 @@ def names() -> list[str]:
 
 def card(name: str) -> ModelCard:
     if name not in CARDS:
-        raise ValueError(f"unknown model '{name}'; choose from {names()}")
+        raise ModelError(f"unknown model '{name}'; choose from {names()}")
     return CARDS[name]
 
 
@@ -97,4 +109,4 @@ def build(name: str, **config: Any) -> nn.Module:
     try:
         return c.builder(**config)
     except TypeError as err:
-        raise ValueError(f"model '{name}': {err}") from err
+        raise ModelError(f"model '{name}': {err}") from err

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .errors import SpectraError
+from ..errors import SpectraError
 from .manifest import Manifest
 from .schema import (
     ID_COLUMN,

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ChecksumError, DatasetNotFound, SpectraError
 from .dataset import put_table
-from .errors import ChecksumError, DatasetNotFound, SpectraError
 from .manifest import Provenance
 from .schema import ID_COLUMN
 from .storage import join, read_bytes, resolve, retrying, write_bytes_atomic
@@ -49,6 +49,8 @@ class CatalogManifest(BaseModel):
     kind: str = "catalog"
     columns: dict[str, str] = Field(description="column name -> Arrow type")
     parts: list[CatalogPart]
+    units: dict[str, str] = Field(default_factory=dict, description="column name -> astropy "
+                                  "unit string, for the columns that have one")
     provenance: Provenance | None = None
 
     @property
@@ -92,9 +94,10 @@ class CatalogWriter:
         return [CatalogPart.model_validate_json(read_bytes(fs, n)) for n in names
                 if n.endswith(".json")]
 
-    def finalize(self, provenance: Provenance | None = None) -> CatalogManifest:
-        """Write ``_catalog.json`` listing every committed part; all parts must share a
-        schema and every spectrum_id must occur once."""
+    def finalize(self, provenance: Provenance | None = None,
+                 units: dict[str, str] | None = None) -> CatalogManifest:
+        """Write ``_catalog.json`` listing every committed part (and the columns' ``units``);
+        all parts must share a schema and every spectrum_id must occur once."""
         parts = sorted(self._commits(), key=lambda p: p.key)
         schemas = {}
         seen: dict[str, str] = {}
@@ -112,8 +115,10 @@ class CatalogWriter:
             if not s.equals(schema, check_metadata=False):
                 raise SpectraError(f"schema {s} differs from the other parts ({schema})",
                                    file=f"{self.url} part '{key}'")
-        manifest = CatalogManifest(columns={f.name: str(f.type) for f in schema}, parts=parts,
-                                   provenance=provenance)
+        columns = {f.name: str(f.type) for f in schema}
+        manifest = CatalogManifest(columns=columns, parts=parts, provenance=provenance,
+                                   units={k: v for k, v in (units or {}).items()
+                                          if k in columns})
         fs, base = resolve(self.url, self.storage_options)
         write_bytes_atomic(fs, join(base, CATALOG_NAME), manifest.model_dump_json(indent=1)
                            .encode())

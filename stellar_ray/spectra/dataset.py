@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import ChecksumError, DatasetNotFound, SpectraError
 from .batch import SpectrumBatch, check_batch
-from .errors import ChecksumError, DatasetNotFound, SpectraError
 from .manifest import MANIFEST_NAME, Manifest, ShardRecord
 from .storage import join, read_bytes, resolve, retrying, write_bytes_atomic
 

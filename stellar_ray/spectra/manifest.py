@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..errors import SpectraError
 from .grid import WavelengthGrid
 from .schema import (
     ARROW_TYPES,
@@ -152,8 +153,6 @@ class Manifest(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "manifest") -> Manifest:
-        from .errors import SpectraError
-
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -22,6 +22,7 @@ import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from ..errors import SpectraError
 from .batch import SpectrumBatch
 from .dataset import (
     Filters,
@@ -35,7 +36,6 @@ from .dataset import (
     shard_may_match,
     write_shard,
 )
-from .errors import SpectraError
 from .manifest import Manifest, ShardRecord
 from .schema import ID_COLUMN
 

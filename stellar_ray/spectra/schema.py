@@ -112,3 +112,8 @@ def tensor_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         return np.stack([np.asarray(v) for v in column.to_numpy(zero_copy_only=False)])
     raise TypeError(f"not a tensor column: {column.type}")
+
+
+def quantile_column(label: str, q: float) -> str:
+    """Catalog column of quantile ``q`` of ``label``, e.g. teff_q16 or teff_q2.5."""
+    return f"{label}_q{q * 100:g}"

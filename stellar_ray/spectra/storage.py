@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import StorageError
+from ..errors import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from astropy import units as u
 
-from .errors import SpectraError
+from ..errors import SpectraError
 
 #: Spellings found in real FITS headers that astropy does not read as meant.
 _WAVE_ALIASES = {"a": "Angstrom", "aa": "Angstrom", "ang": "Angstrom", "angstroms": "Angstrom",

@@ -9,16 +9,14 @@ from typing import Any
 import numpy as np
 from astropy import units as u
 
+from ...errors import SpectraError
+from ...quantities import SNR_WINDOW_A
 from ..batch import find_problems
-from ..errors import SpectraError
 from ..grid import WavelengthGrid
 from ..resample import Resampler
 from ..schema import UNUSABLE, MaskBit
 from ..units import air_to_vacuum, convert_flux, to_angstrom, vacuum_to_air
 from .raw import RawSpectrum, Reject
-
-#: 4MOST Galactic pipeline S/N window (Å): median S/N per pixel over this range.
-SNR_WINDOW_A = (6180.0, 6680.0)
 
 
 @dataclass(frozen=True)

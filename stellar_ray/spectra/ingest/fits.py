@@ -13,7 +13,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ..errors import SpectraError
+from ...errors import SpectraError
 from ..schema import MaskBit
 from ..units import parse_unit
 from .options import ReaderOptions

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 import h5py
 import numpy as np
 
-from ..errors import SpectraError
+from ...errors import SpectraError
 from ..units import parse_unit
 from .options import ReaderOptions
 from .raw import RawSpectrum, Reject, canonical_label

@@ -18,6 +18,7 @@ from astropy import units as u
 from pydantic import BaseModel, ConfigDict
 from rich.progress import Progress
 
+from ...errors import SpectraError
 from ...runtime import init_ray
 from ...version import code_version
 from ..batch import SpectrumBatch
@@ -30,7 +31,6 @@ from ..dataset import (
     read_shard,
     write_shard,
 )
-from ..errors import SpectraError
 from ..grid import WavelengthGrid
 from ..manifest import ColumnSpec, LabelSpec, Manifest, Provenance
 from ..storage import read_bytes, resolve

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from astropy import units as u
 
-from ..errors import SpectraError
+from ...errors import SpectraError
 from ..schema import MaskBit
 from ..units import parse_unit
 from .options import ReaderOptions

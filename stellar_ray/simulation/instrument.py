@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..quantities import C_KMS, snr_window
 from ..spectra.grid import WavelengthGrid
 from ..spectra.presets import hrs_grid, lrs_grid
 from ..spectra.schema import MaskBit
-from .physics import C_KMS, SNR_WINDOW_A
 
 #: Sky emission lines (vacuum Å) and relative strengths: [O I], Na D, Hg street lamps.
 SKY_LINES_A = ((5578.9, 30.0), (6302.0, 12.0), (6365.5, 4.0), (5891.6, 6.0), (5897.6, 4.0),
@@ -154,12 +154,6 @@ def broadening_transfer(freq: torch.Tensor, vsini: torch.Tensor, resolving_power
     return gauss * rotation * boxcar
 
 
-def snr_window(wave_a: np.ndarray) -> np.ndarray:
-    """Boolean (L,) selecting the S/N window pixels, or all pixels if the grid misses it."""
-    sel = (wave_a >= SNR_WINDOW_A[0]) & (wave_a <= SNR_WINDOW_A[1])
-    return sel if sel.sum() >= 10 else np.ones_like(sel)
-
-
 def sky_spectrum(wave_a: np.ndarray, arms: list[ArmConfig], continuum_e: float,
                  lines: bool) -> np.ndarray:
     """Sky e⁻ per pixel (L,): a flat continuum plus LSF-broadened emission lines."""
@@ -222,11 +216,3 @@ def add_noise(flux: torch.Tensor, snr: torch.Tensor, wave_a: np.ndarray,
     noisy = torch.where(unusable, torch.zeros_like(noisy), noisy)
     sigma = torch.where(unusable, torch.full_like(sigma, math.inf), sigma)
     return noisy, sigma, mask
-
-
-def measured_snr(flux: np.ndarray, sigma: np.ndarray, wave_a: np.ndarray) -> np.ndarray:
-    """Median flux/sigma per spectrum over the S/N window (finite sigma only): (B,)."""
-    win = snr_window(wave_a)
-    f, s = flux[:, win], sigma[:, win]
-    ratio = np.where(np.isfinite(s) & (s > 0), f / np.where(s > 0, s, 1.0), np.nan)
-    return np.nanmedian(ratio, axis=1)

@@ -11,10 +11,10 @@ import warnings
 import numpy as np
 import torch
 
+from ..artifact import Artifact, load_artifact
 from ..runtime import pick_device
 from ..spectra.raydata import SOURCE_COLUMN
 from ..spectra.schema import ID_COLUMN
-from ..train.artifact import Artifact, load_artifact
 from .config import InferConfig
 from .quality import CatalogFlag, quality_flags, snr_of, unusable
 
@@ -38,6 +38,7 @@ class CatalogActor:
         self.device = pick_device()
         self.artifact: Artifact = load_artifact(self.config.model, self.config.storage_options,
                                                 device=self.device)
+        self.task = self.artifact.task
         self.norm = self.artifact.normalisation
         self.wave = self.artifact.grid.wavelength()
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
@@ -69,7 +70,7 @@ class CatalogActor:
         bad_fraction = bad.mean(axis=1)
         snr = snr_of(batch, self.wave)
         out = {ID_COLUMN: np.asarray(batch[ID_COLUMN], dtype=object),
-               "model": np.full(n, self.artifact.metadata["model"], dtype=object),
+               "model": np.full(n, self.artifact.metadata.model, dtype=object),
                "model_version": np.full(n, self.artifact.artifact_id, dtype=object)}
         for k, name in enumerate(self.norm.labels):
             out[name] = labels[:, k]

@@ -1,4 +1,4 @@
-"""Validation metrics per family (papers 002, 003, 004)."""
+"""Validation metrics of the tasks (papers 002, 003, 004), in physical units."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.smnet import Log1pFluxScaler
-from ..simulate.physics import C_KMS
+from ..errors import ModelError
+from ..quantities import C_KMS
 from .actor import CatalogActor
 
 #: Velocities are fitted in units of 100 km/s, so that their steps match the z-scores'.
@@ -29,15 +29,14 @@ class EmulatorFitter(CatalogActor):
 
     def __init__(self, config_json: str) -> None:
         super().__init__(config_json)
-        if self.artifact.metadata["family"] != "emulator":
-            raise ValueError(f"fit mode needs an emulator; {self.config.model} holds a "
-                             f"{self.artifact.metadata['family']}")
+        if "fit" not in self.task.modes:
+            raise ModelError(f"fit mode needs an emulator; this artifact holds a "
+                             f"{self.task.family}", where=self.config.model)
         self.artifact.model.requires_grad_(False)  # gradients go to the fitted parameters
         wave = torch.as_tensor(self.wave, dtype=torch.float64)
         self.wave_t = wave.to(self.device)
         self.pixel_kms = float(np.median(np.diff(np.log(self.wave)))) * C_KMS
-        low = (np.asarray(self.norm.low) - self.norm.mean) / np.asarray(self.norm.std)
-        high = (np.asarray(self.norm.high) - self.norm.mean) / np.asarray(self.norm.std)
+        low, high = self.norm.z_domain()
         self.z_low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
         self.z_high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
         self.n_params = len(self.norm.labels) + 1 + int(self.config.fit.fit_broadening)
@@ -45,12 +44,7 @@ class EmulatorFitter(CatalogActor):
     # -- the forward model ------------------------------------------------------------
     def emulate(self, z: torch.Tensor) -> torch.Tensor:
         """Rest-frame model flux (N, L) for z-scored labels (N, K)."""
-        name, model = self.artifact.metadata["model"], self.artifact.model
-        if name == "smnet":
-            return Log1pFluxScaler(*self.norm.log1p).inverse(model(z))
-        if name == "transformer_payne":
-            return model(z, self.wave_t.float()) * self.norm.flux_scale
-        return model(z) * self.norm.flux_scale
+        return self.task.emulate(self.artifact.model, self.norm, z, self.wave_t)
 
     def observe(self, params: torch.Tensor) -> torch.Tensor:
         """Model flux (N, L) for parameters (N, P) = [z (K), rv / 100 km/s, broadening]."""

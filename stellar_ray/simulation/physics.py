@@ -23,16 +23,15 @@ import math
 
 import torch
 
+from ..quantities import C_KMS, SNR_WINDOW_A
 from .labels import INDEX
 from .linelist import ELEMENTS, FOREST, HYDROGEN, STRONG, LineList
 
-C_KMS = 299_792.458
 C_CGS = 2.99792458e10
 HC_OVER_K = 1.438777e8  # Å K
 K_EV = 8.617333e-5  # eV / K
 AMU_KMS2 = 2 * 1.380649e-16 / 1.66053907e-24 / 1e10  # 2k/m_u in (km/s)^2 per K
 LOG_SAHA_CONST = -0.4768  # log10[(2π m_e)^1.5 k^2.5 / h^3], cgs
-SNR_WINDOW_A = (6180.0, 6680.0)
 #: Stark damping of hydrogen lines: γ = STARK_H (P_e / 30 dyn cm⁻²)^STARK_EXP s⁻¹.
 STARK_H = 3.0e10
 STARK_EXP = 1.0

@@ -1,4 +1,5 @@
-"""The generator's stellar labels: names, units and the ranges the model covers."""
+"""The generator's stellar labels: names, units (the shared defaults of
+:mod:`stellar_ray.quantities`) and the ranges the model covers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..quantities import LABEL_UNITS
 
 
 @dataclass(frozen=True)
@@ -21,18 +24,20 @@ class LabelRange:
 
 
 #: Order of the label axis of every (B, K) label tensor the generator takes.
-LABELS: tuple[LabelRange, ...] = (
-    LabelRange("teff", "K", 3000.0, 20000.0, 5777.0, "effective temperature"),
-    LabelRange("logg", "dex", 0.0, 5.5, 4.44, "surface gravity, log10(g / cm s^-2)"),
-    LabelRange("fe_h", "dex", -4.0, 0.5, 0.0, "[Fe/H]"),
-    LabelRange("alpha_fe", "dex", -0.4, 0.8, 0.0, "[alpha/Fe] for O, Si, Ti"),
-    LabelRange("ca_fe", "dex", -0.6, 1.0, 0.0, "[Ca/Fe]"),
-    LabelRange("mg_fe", "dex", -0.6, 1.0, 0.0, "[Mg/Fe]"),
-    LabelRange("li_fe", "dex", -1.0, 4.0, 0.0, "[Li/Fe] relative to the solar photosphere"),
-    LabelRange("vmic", "km/s", 0.3, 5.0, 1.0, "microturbulence"),
-    LabelRange("vsini", "km/s", 0.0, 300.0, 2.0, "projected rotation velocity"),
-    LabelRange("rv", "km/s", -600.0, 600.0, 0.0, "radial velocity"),
-)
+LABELS: tuple[LabelRange, ...] = tuple(
+    LabelRange(name, LABEL_UNITS[name], low, high, typical, description)
+    for name, low, high, typical, description in (
+        ("teff", 3000.0, 20000.0, 5777.0, "effective temperature"),
+        ("logg", 0.0, 5.5, 4.44, "surface gravity, log10(g / cm s^-2)"),
+        ("fe_h", -4.0, 0.5, 0.0, "[Fe/H]"),
+        ("alpha_fe", -0.4, 0.8, 0.0, "[alpha/Fe] for O, Si, Ti"),
+        ("ca_fe", -0.6, 1.0, 0.0, "[Ca/Fe]"),
+        ("mg_fe", -0.6, 1.0, 0.0, "[Mg/Fe]"),
+        ("li_fe", -1.0, 4.0, 0.0, "[Li/Fe] relative to the solar photosphere"),
+        ("vmic", 0.3, 5.0, 1.0, "microturbulence"),
+        ("vsini", 0.0, 300.0, 2.0, "projected rotation velocity"),
+        ("rv", -600.0, 600.0, 0.0, "radial velocity"),
+    ))
 LABEL_NAMES: tuple[str, ...] = tuple(lab.name for lab in LABELS)
 INDEX = {name: i for i, name in enumerate(LABEL_NAMES)}
 #: Labels stored in a dataset's label columns (rv goes to the ``rv`` metadata column).

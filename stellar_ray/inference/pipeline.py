@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,15 +24,17 @@ import pyarrow.compute as pc
 from ray.data import ActorPoolStrategy
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..artifact import Artifact, load_artifact
+from ..config_files import load_config
+from ..errors import ConfigError, SpectraError
+from ..quantities import default_unit
 from ..runtime import init_ray
 from ..spectra.catalog import CatalogManifest, CatalogWriter
 from ..spectra.dataset import load_manifest, read_shard
-from ..spectra.errors import SpectraError
 from ..spectra.manifest import Manifest, Provenance
 from ..spectra.raydata import SOURCE_COLUMN, read_spectra
 from ..spectra.schema import ID_COLUMN
 from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
-from ..train.artifact import load_artifact
 from ..version import code_version
 from .config import InferConfig
 from .fit import EmulatorFitter
@@ -136,76 +139,122 @@ def _why_unreadable(cfg: InferConfig, manifest: Manifest, shard: str) -> str:
     return "rows went missing in the pipeline (see the actors' logs); rerun to retry"
 
 
-def infer(cfg: InferConfig, address: str | None = None, progress: bool = True
-          ) -> InferSummary:
-    """Run inference as configured; returns the summary. Resumes a catalog that exists."""
-    started = time.perf_counter()
-    manifest = load_manifest(cfg.data, cfg.storage_options)
-    artifact = load_artifact(cfg.model, cfg.storage_options)  # checks it before any work
-    family = artifact.metadata["family"]
+#: The actor class of each inference mode.
+ACTORS = {"predict": Predictor, "fit": EmulatorFitter}
+
+
+def _mode(cfg: InferConfig, artifact: Artifact) -> str:
+    """The inference mode: the configured one, or the task's default for ``auto``."""
+    task = artifact.task
+    mode = task.modes[0] if cfg.mode == "auto" else cfg.mode
+    if mode not in task.modes:
+        raise ConfigError(f"a {task.family} cannot run in mode '{mode}': use mode "
+                          f"'{task.modes[0]}'", where=cfg.model, field="mode")
+    return mode
+
+
+def _check_grid(cfg: InferConfig, artifact: Artifact, manifest: Manifest) -> None:
     if artifact.grid != manifest.grid:
         raise SpectraError(f"the model was trained on a {artifact.grid.npix}-pixel grid that "
                            f"differs from the dataset's ({manifest.npix} pixels); resample "
                            "the data onto the model's grid", file=cfg.data, field="grid")
-    mode = cfg.mode if cfg.mode != "auto" else ("fit" if family == "emulator" else "predict")
-    if mode == "predict" and family == "emulator":
-        raise SpectraError("an emulator predicts spectra, not labels: use mode 'fit'",
-                           file=cfg.model)
-    artifact_id = artifact.artifact_id
-    _claim(cfg, artifact_id, mode)
+
+
+def _estimates(cfg: InferConfig, manifest: Manifest, mode: str, shards: list[str]):
+    """The Ray Data pipeline: read the shards (tagged with their shard) → the actor pool."""
+    pool = cfg.actors
+    ds = read_spectra(cfg.data, columns=_columns(cfg, manifest), verify=cfg.verify,
+                      storage_options=cfg.storage_options, shards=shards, tag_source=True,
+                      skip_bad=True, num_cpus=cfg.read_cpus)
+    return ds.map_batches(
+        ACTORS[mode], fn_constructor_args=(cfg.model_dump_json(),),
+        batch_size=pool.batch_size, batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+        num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor or None,
+        runtime_env={"env_vars": cfg.actor_env} if cfg.actor_env else None)
+
+
+def _gather(results, todo: dict[str, int], writer: CatalogWriter, summary: InferSummary,
+            progress: bool) -> dict[str, _ShardBuffer]:
+    """Gather each input shard's rows as they arrive and commit the shard the moment it is
+    complete; returns the buffers of shards that never completed."""
+    buffers = {shard: _ShardBuffer(rows) for shard, rows in todo.items()}
+    columns = Progress(TextColumn("[bold]inference"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), disable=not progress, transient=True)
+    with columns as bar:
+        task = bar.add_task("spectra", total=sum(todo.values()))
+        for block in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for shard in pc.unique(block.column(SOURCE_COLUMN)).to_pylist():
+                rows = block.filter(pc.equal(block.column(SOURCE_COLUMN), shard))
+                buffer = buffers[shard]
+                before = len(buffer.ids)
+                buffer.add(rows.drop_columns([SOURCE_COLUMN]))
+                bar.advance(task, len(buffer.ids) - before)
+                if buffer.complete:
+                    _commit(writer, shard, buffer.table(), summary)
+                    del buffers[shard]
+    return buffers
+
+
+def _commit(writer: CatalogWriter, shard: str, table: pa.Table, summary: InferSummary) -> None:
+    writer.commit(shard, table)
+    summary.new_spectra += table.num_rows
+    flags = table.column("flags").to_numpy()
+    for f in CatalogFlag:
+        if count := int(np.count_nonzero(flags & f)):
+            summary.flags[f.name] = summary.flags.get(f.name, 0) + count
+
+
+def infer(cfg: InferConfig | dict | str | Path, address: str | None = None,
+          progress: bool = True) -> InferSummary:
+    """Run inference as configured (an InferConfig, its dict or a YAML path); returns the
+    summary. Resumes a catalog that exists."""
+    cfg = load_config(InferConfig, cfg)
+    started = time.perf_counter()
+    manifest = load_manifest(cfg.data, cfg.storage_options)
+    artifact = load_artifact(cfg.model, cfg.storage_options)  # checks it before any work
+    _check_grid(cfg, artifact, manifest)
+    mode = _mode(cfg, artifact)
+    _claim(cfg, artifact.artifact_id, mode)
     writer = CatalogWriter(cfg.to, cfg.storage_options)
     done = writer.committed_keys()
     todo = {r.path: r.rows for r in manifest.shards if r.path not in done}
     summary = InferSummary(catalog=cfg.to, spectra=0, new_spectra=0,
                            skipped_shards=len(manifest.shards) - len(todo))
-    flag_counts = {f.name: 0 for f in CatalogFlag}
     if todo:
         init_ray(address)
-        pool = cfg.actors
-        actor_cls = EmulatorFitter if mode == "fit" else Predictor
-        ds = read_spectra(cfg.data, columns=_columns(cfg, manifest), verify=cfg.verify,
-                          storage_options=cfg.storage_options, shards=list(todo),
-                          tag_source=True, skip_bad=True, num_cpus=cfg.read_cpus)
-        results = ds.map_batches(
-            actor_cls, fn_constructor_args=(cfg.model_dump_json(),),
-            batch_size=pool.batch_size, batch_format="numpy",
-            compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-            num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor or None,
-            runtime_env={"env_vars": cfg.actor_env} if cfg.actor_env else None)
-        buffers = {shard: _ShardBuffer(rows) for shard, rows in todo.items()}
-        columns = Progress(TextColumn("[bold]inference"), BarColumn(), MofNCompleteColumn(),
-                           TimeRemainingColumn(), disable=not progress, transient=True)
-        with columns as bar:
-            task = bar.add_task("spectra", total=sum(todo.values()))
-            for block in results.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for shard in pc.unique(block.column(SOURCE_COLUMN)).to_pylist():
-                    rows = block.filter(pc.equal(block.column(SOURCE_COLUMN), shard))
-                    buffer = buffers[shard]
-                    before = len(buffer.ids)
-                    buffer.add(rows.drop_columns([SOURCE_COLUMN]))
-                    bar.advance(task, len(buffer.ids) - before)
-                    if buffer.complete:
-                        table = buffer.table()
-                        writer.commit(shard, table)
-                        summary.new_spectra += table.num_rows
-                        flags = table.column("flags").to_numpy()
-                        for f in CatalogFlag:
-                            flag_counts[f.name] += int(np.count_nonzero(flags & f))
-                        del buffers[shard]
-        for shard in buffers:
+        results = _estimates(cfg, manifest, mode, list(todo))
+        for shard in _gather(results, todo, writer, summary, progress):
             summary.failed_shards[shard] = _why_unreadable(cfg, manifest, shard)
-    summary.flags = {k: v for k, v in flag_counts.items() if v}
-    catalog = _finalize(writer, cfg, artifact_id, mode)
+    catalog = _finalize(writer, cfg, artifact, manifest, mode)
     summary.spectra = catalog.num_rows
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _finalize(writer: CatalogWriter, cfg: InferConfig, artifact_id: str, mode: str
-              ) -> CatalogManifest:
+def catalog_units(artifact: Artifact, manifest: Manifest, carried: list[str]
+                  ) -> dict[str, str]:
+    """Unit of every catalog column that has one: the labels' (from the artifact) for the
+    estimates, their errors and quantiles; the dataset's for carried columns; km/s for the
+    fitted velocities."""
+    units = {"rv": "km/s", "rv_err": "km/s", "broadening": "km/s"}
+    for name, unit in artifact.units.items():
+        if unit:
+            units[name] = units[f"{name}_err"] = unit
+    known = {lab.name: lab.unit for lab in manifest.labels} | {
+        c.name: c.unit for c in manifest.extra_metadata}
+    for name in carried:
+        if unit := known.get(name) or default_unit(name):
+            units[f"input_{name}"] = unit
+    return units
+
+
+def _finalize(writer: CatalogWriter, cfg: InferConfig, artifact: Artifact,
+              manifest: Manifest, mode: str) -> CatalogManifest:
     provenance = Provenance(producer=f"stellar-ray infer ({mode})",
                             config=cfg.model_dump(mode="json", exclude={"storage_options"})
-                            | {"artifact_id": artifact_id},
+                            | {"artifact_id": artifact.artifact_id},
                             code_version=code_version())
-    return writer.finalize(provenance)
+    return writer.finalize(provenance,
+                           units=catalog_units(artifact, manifest, cfg.carry_columns))
 

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.progress import Progress
 
+from ..errors import SpectraError
 from ..runtime import init_ray
 from ..spectra.batch import SpectrumBatch
 from ..spectra.dataset import (
@@ -30,7 +31,6 @@ from ..spectra.dataset import (
     load_manifest,
     write_shard,
 )
-from ..spectra.errors import SpectraError
 from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
 from ..spectra.schema import MODEL_FLUX
 from ..spectra.storage import join, read_bytes, resolve, retrying, write_bytes_atomic

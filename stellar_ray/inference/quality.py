@@ -7,7 +7,7 @@ import enum
 
 import numpy as np
 
-from ..simulate.instrument import measured_snr
+from ..quantities import measured_snr
 from ..spectra.schema import UNUSABLE
 
 

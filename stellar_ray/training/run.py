@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,24 +18,28 @@ from ray.train import (
     CheckpointConfig,
     DataConfig,
     FailureConfig,
+    LoggingConfig,
     RunConfig,
     ScalingConfig,
 )
 from ray.train.torch import TorchTrainer
 
+from ..artifact import describe, load_artifact, write_artifact
+from ..config_files import load_config
+from ..errors import SpectraError
+from ..models.normalisation import Normalisation
 from ..models.registry import build, card
-from ..runtime import init_ray
-from ..simulate.labels import INDEX
-from ..simulate.survey import shard_labels, simulated_dataset, survey_manifest
+from ..quantities import default_unit
+from ..runtime import init_ray, verbose
+from ..simulation.labels import INDEX
+from ..simulation.survey import shard_labels, simulated_dataset, survey_manifest
 from ..spectra.dataset import load_manifest
-from ..spectra.errors import SpectraError
 from ..spectra.manifest import Manifest
 from ..spectra.raydata import read_spectra
 from ..spectra.schema import MODEL_FLUX
-from .artifact import load_artifact, reference_inputs, write_artifact
 from .config import TrainConfig
 from .loop import CHECKPOINT_FILE, train_loop_per_worker
-from .objectives import fit_normalisation
+from .reports import ForwardReports, epoch_line, fit_reporting, report_queue
 
 
 @dataclass
@@ -46,6 +52,14 @@ class TrainResult:
     epochs: int
     history: list[dict[str, Any]]  # metrics of the kept checkpoints, by epoch
 
+    def text(self, model: str) -> str:
+        """The summary ``stellar-ray train`` prints."""
+        best = self.best_metrics
+        return (f"trained {model} for {self.epochs} epochs; best validation loss "
+                f"{best.get('val_loss', float('nan')):.4g} at epoch "
+                f"{int(best.get('epoch', -1)) + 1}\nartifact: {self.artifact}\n"
+                f"checkpoints: {self.run_path}")
+
 
 def _in_validation(ids: np.ndarray, fraction: float) -> np.ndarray:
     """Stable split by CRC-32 of the spectrum id."""
@@ -53,21 +67,13 @@ def _in_validation(ids: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def _check_data(cfg: TrainConfig, manifest: Manifest, url: str) -> dict[str, Any]:
-    """Refuse data that cannot train this model; fill n_pix and n_labels when not given."""
+    """Refuse data that cannot train this model; fill in the model arguments the data
+    decide (labels, pixels) where the configuration does not give them."""
     missing = [n for n in cfg.data.labels if n not in manifest.label_names]
     if missing:
         raise SpectraError(f"label '{missing[0]}' is not in the dataset (it has "
                            f"{manifest.label_names})", file=url, field=missing[0])
-    args = dict(cfg.model_args)
-    name = cfg.model
-    family = card(name).family
-    if family == "emulator":
-        args.setdefault("n_labels", len(cfg.data.labels))
-        if name != "transformer_payne":
-            args.setdefault("n_pix", manifest.npix)
-    else:
-        args.setdefault("n_labels", len(cfg.data.labels))
-        args.setdefault("n_pix", manifest.npix)
+    args = card(cfg.model).task.model_args(cfg.model_args, len(cfg.data.labels), manifest.npix)
     if args.get("n_labels") != len(cfg.data.labels):
         raise SpectraError(f"model_args.n_labels = {args['n_labels']} but data.labels lists "
                            f"{len(cfg.data.labels)}", field="model_args.n_labels")
@@ -92,8 +98,8 @@ class PreparedRun:
 
     cfg: TrainConfig
     trainer: TorchTrainer
-    norm: Any
-    grid: Any
+    norm: Normalisation
+    manifest: Manifest
     validation: Any
     storage: str
 
@@ -164,15 +170,15 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
     hyperparameters of ``cfg`` then replace the checkpoint's."""
     manifest = _manifest(cfg)
     cfg = cfg.model_copy(update={"model_args": _check_data(cfg, manifest, cfg.data.source)})
+    task = card(cfg.model).task
     train_ds, val_ds = _datasets(cfg, manifest)
     labels = _training_labels(cfg, train_ds)
     flux_sample = None
-    if cfg.family == "emulator":
+    if task.needs_flux_sample:
         col = MODEL_FLUX if manifest.model_flux else "flux"
         source = val_ds if cfg.data.simulate is not None else train_ds  # no extra generation
         flux_sample = next(iter(source.iter_batches(batch_size=512, batch_format="numpy")))[col]
-    norm = fit_normalisation(labels, cfg.data.labels, cfg.family, cfg.model, flux_sample,
-                             manifest.grid.wavelength())
+    norm = task.fit_normalisation(labels, cfg.data.labels, flux_sample)
     init_state = None
     if cfg.init_from:
         base = load_artifact(cfg.init_from, cfg.data.storage_options)
@@ -181,7 +187,10 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
     storage = cfg.output if "://" in cfg.output else os.path.abspath(cfg.output)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "norm": norm.to_dict(),
+        train_loop_config={"config": cfg.model_dump(mode="json"),
+                           "norm": norm.model_dump(mode="json"),
+                           "grid": manifest.grid.model_dump(mode="json"),
+                           "warm_start": task.warm_start(norm, flux_sample),
                            "train_rows": len(labels), "init_state": init_state,
                            "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers,
@@ -193,35 +202,60 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
                                  num_to_keep=cfg.keep_checkpoints,
                                  checkpoint_score_attribute="val_loss",
                                  checkpoint_score_order="min"),
-                             callbacks=list(callbacks)),
+                             callbacks=list(callbacks),
+                             logging_config=LoggingConfig(
+                                 log_level="INFO" if verbose() else "WARNING")),
         datasets={"train": train_ds, "validation": val_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    return PreparedRun(cfg, trainer, norm, manifest.grid, val_ds, storage)
+    return PreparedRun(cfg, trainer, norm, manifest, val_ds, storage)
 
 
-def train(cfg: TrainConfig, address: str | None = None) -> TrainResult:
-    """Run the training described by ``cfg`` (resuming if its output already holds a run)
-    and write the artifact of the best epoch under ``<output>/<name>/artifact``."""
+def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
+          on_epoch: Callable[[str], None] | None = None) -> TrainResult:
+    """Run the training described by ``cfg`` (a TrainConfig, its dict or a YAML path),
+    resuming if its output already holds a run, and write the artifact of the best epoch
+    under ``<output>/<name>/artifact``. ``on_epoch`` gets a progress line per epoch."""
+    cfg = load_config(TrainConfig, cfg)
     init_ray(address)
-    run = prepare_run(cfg)
+    reports = report_queue()
+    run = prepare_run(cfg, callbacks=(ForwardReports(reports),))
     cfg = run.cfg
-    result = run.trainer.fit()
+    task = card(cfg.model).task
+
+    def show(metrics: dict[str, Any], _checkpoint: Any) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch_line(metrics, cfg.optim.epochs, task, cfg.data.labels))
+
+    result = fit_reporting(run.trainer, reports, show)
     best, metrics = _best(result)
     with best.as_directory() as d:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True)
     model = build(cfg.model, **cfg.model_args)
     model.load_state_dict(state["model"])
-    val_batch = next(iter(run.validation.iter_batches(batch_size=8, batch_format="numpy")))
     artifact_url = f"{run.storage.rstrip('/')}/{cfg.name}/artifact"
-    write_artifact(artifact_url, model, cfg.model, cfg.model_args, run.norm, run.grid,
-                   {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                   reference_inputs(cfg.family, run.norm, val_batch),
-                   cfg.model_dump(mode="json"), storage_options=cfg.data.storage_options)
+    _write_artifact(artifact_url, run, model, metrics)
     history = sorted((m for _, m in result.best_checkpoints or []), key=lambda m: m["epoch"])
     return TrainResult(artifact=artifact_url, run_path=f"{run.storage}/{cfg.name}",
                        best_metrics=metrics, epochs=int(result.metrics.get("epoch", -1)) + 1,
                        history=history)
+
+
+def _write_artifact(url: str, run: PreparedRun, model: torch.nn.Module,
+                    metrics: dict[str, Any]) -> None:
+    """The artifact of the best epoch: its metadata, with label units from the dataset's
+    manifest (else the shared defaults), and reference inputs from the validation set."""
+    cfg, m = run.cfg, run.manifest
+    units = {lab.name: lab.unit or default_unit(lab.name) for lab in m.labels}
+    metadata = describe(model=cfg.model, model_args=cfg.model_args, normalisation=run.norm,
+                        grid=m.grid, units=units, flux_unit=m.flux_unit,
+                        noise_alpha=cfg.data.noise_alpha if m.model_flux else 0.0,
+                        metrics=metrics, config=cfg.model_dump(mode="json"),
+                        training_data=cfg.data.source)
+    val_batch = next(iter(run.validation.iter_batches(batch_size=8, batch_format="numpy")))
+    reference = card(cfg.model).task.reference_inputs(run.norm, m.grid.wavelength(), val_batch)
+    write_artifact(url, model=model, metadata=metadata, reference_inputs=reference,
+                   storage_options=cfg.data.storage_options)
 
 
 def _best(result) -> tuple[Any, dict[str, Any]]:

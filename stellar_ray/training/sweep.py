@@ -2,9 +2,9 @@
 
 Each trial runs the same Ray Train path as ``stellar-ray train`` inside a Tune function
 (Ray 2.60 does not take a TorchTrainer as a Tune trainable) and reports every epoch to
-Tune with its checkpoint (Ray's ``TuneReportCallback`` passes on only the metrics, which
-leaves PBT nothing to copy). The search space is written in YAML with dotted keys
-into the training configuration::
+Tune with its checkpoint through :mod:`.reports` (Ray's ``TuneReportCallback`` passes on
+only the metrics, which leaves PBT nothing to copy). The search space is written in YAML
+with dotted keys into the training configuration::
 
     base: {model: specvit, data: {...}, optim: {...}, scaling: {...}, output: runs}
     search:
@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import threading
 import zlib
 from pathlib import Path
 from typing import Any, Literal
@@ -30,12 +29,13 @@ import ray.train
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from ray import tune
-from ray.util.queue import Empty, Queue
 
+from ..config_files import load_config
 from ..runtime import init_ray
 from ..spectra.dataset import put_table
 from ..spectra.storage import join, resolve, write_bytes_atomic
 from .config import TrainConfig
+from .reports import ForwardReports, fit_reporting, report_queue
 
 _SPACES = {"uniform": tune.uniform, "loguniform": tune.loguniform,
            "choice": lambda *values: tune.choice(list(values)),
@@ -81,7 +81,7 @@ class SweepConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        return load_config(cls, path)
 
 
 def apply(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -96,18 +96,6 @@ def apply(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _ForwardReports(ray.train.UserCallback):
-    """Runs in a trial's Train controller: hands every epoch's metrics and checkpoint to the
-    trial function, which reports both to Tune, so that PBT can copy a trial's weights."""
-
-    def __init__(self, reports: Queue) -> None:
-        self.reports = reports
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
-                     checkpoint: ray.train.Checkpoint | None) -> None:
-        self.reports.put((metrics[0], checkpoint))
-
-
 def _trial(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     """One trial: a training run whose epochs are Tune iterations. When Tune hands over a
     checkpoint (PBT's exploit step, or a retried trial), a new run continues from it."""
@@ -119,29 +107,15 @@ def _trial(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     if restored is not None:
         name += f"-from-{zlib.crc32(restored.path.encode()):08x}"
         resume_from = ray.train.Checkpoint(restored.path, restored.filesystem)
-    reports = Queue(actor_options={"num_cpus": 0})
+    reports = report_queue()
     run = prepare_run(cfg.model_copy(update={"name": name}),
-                      callbacks=(_ForwardReports(reports),), resume_from=resume_from)
-    failure: list[BaseException] = []
+                      callbacks=(ForwardReports(reports),), resume_from=resume_from)
 
-    def fit() -> None:
-        try:
-            run.trainer.fit()
-        except BaseException as exc:  # re-raised in the trial's thread below
-            failure.append(exc)
-
-    worker = threading.Thread(target=fit, name=f"fit-{name}", daemon=True)
-    worker.start()
-    while worker.is_alive() or not reports.empty():
-        try:
-            metrics, checkpoint = reports.get(timeout=0.5)
-        except Empty:
-            continue
+    def to_tune(metrics: dict[str, Any], checkpoint: ray.train.Checkpoint | None) -> None:
         tune.report(metrics, checkpoint=None if checkpoint is None else
                     tune.Checkpoint(checkpoint.path, checkpoint.filesystem))
-    worker.join()
-    if failure:
-        raise failure[0]
+
+    fit_reporting(run.trainer, reports, to_tune)
 
 
 def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:

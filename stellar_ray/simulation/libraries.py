@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from ..errors import SpectraError
 from ..spectra.dataset import load_manifest
-from ..spectra.errors import SpectraError
 from ..spectra.manifest import Manifest, Provenance
 from ..spectra.raydata import read_spectra, write_spectra
 from ..version import code_version

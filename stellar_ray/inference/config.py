@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..config_files import load_config
 
 
 class ActorSettings(BaseModel):
@@ -93,4 +94,4 @@ class InferConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> InferConfig:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        return load_config(cls, path)

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from scipy.fft import next_fast_len
 
+from ..quantities import C_KMS
 from .instrument import InstrumentConfig, broadening_transfer
 from .labels import INDEX
 from .linelist import build_linelist
-from .physics import C_KMS, LineFormation
+from .physics import LineFormation
 
 #: Margin (km/s) around each arm for Doppler shifts and kernel wings.
 MARGIN_KMS = 1200.0
@@ -57,7 +58,7 @@ class SpectrumGenerator(torch.nn.Module):
         return int(self.wave.size)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        """labels (B, K) in :data:`~stellar_ray.simulate.labels.LABELS` order -> relative flux
+        """labels (B, K) in :data:`~stellar_ray.simulation.labels.LABELS` order -> relative flux
         (B, L), continuum mean over 6180–6680 Å = 1."""
         b = labels.shape[0]
         out = torch.empty(b, self.npix, dtype=labels.dtype, device=labels.device)

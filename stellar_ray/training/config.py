@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..config_files import load_config
 from ..models.registry import card
-from ..simulate.survey import SimulationConfig
+from ..simulation.survey import SimulationConfig
 
 
 class DataConfig(BaseModel):
@@ -66,6 +66,8 @@ class OptimConfig(BaseModel):
         "plateau: SM-Net's coupled decay of learning rate and batch size (paper 000)")
     plateau_factor: float = Field(default=0.8, gt=0, lt=1)
     plateau_patience: int = Field(default=3, gt=0, description="epochs without improvement")
+    min_batch_size: int = Field(default=1, gt=0, description="the plateau schedule never "
+                                "shrinks the batch below this")
     early_stop_patience: int | None = Field(default=None, gt=0, description="stop after this "
                                             "many epochs without improvement")
 
@@ -103,22 +105,16 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _known_model(self) -> TrainConfig:
         c = card(self.model)  # raises with the list of names
-        if c.family == "classical":
-            raise ValueError(f"model '{self.model}' is a classical baseline: fit it with "
+        if not c.task.gradient_trained:
+            raise ValueError(f"model '{self.model}' is a {c.family} baseline: fit it with "
                              ".fit(), not Ray Train")
         return self
 
     @property
-    def family(self) -> str:
-        return card(self.model).family
-
-    @property
     def loss(self) -> str:
-        if self.optim.loss:
-            return self.optim.loss
-        # paper 003 Table 1: transformers L1, the rest MSE; emulators MSE (paper 002)
-        return "l1" if self.model in ("specvit", "overlap_vit") else "mse"
+        """The configured loss, else the paper's for this model."""
+        return self.optim.loss or card(self.model).loss
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        return load_config(cls, path)

@@ -1,0 +1,223 @@
+"""The Ray Train worker loop, the same for every model family (the model card's task says
+what a batch means).
+
+Each worker trains its shard of the training dataset (data parallel, DDP through Ray's
+``prepare_model``); rank 0 evaluates the whole validation set once per epoch and saves the
+checkpoint. A restarted run, or a replaced worker, continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray.train
+import torch
+from ray.train import Checkpoint
+from ray.train.collective import broadcast_from_rank_zero
+from ray.train.torch import prepare_model
+from safetensors.torch import load as load_tensors
+
+from ..errors import ModelError
+from ..models.normalisation import Normalisation
+from ..models.registry import build, card
+from ..models.tasks import Task
+from ..runtime import pick_device
+from ..spectra.grid import WavelengthGrid
+from .config import TrainConfig
+from .schedule import Plateau, lr_lambda
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class NonFiniteLoss(ModelError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Worker:
+    """What one training worker knows: its configuration, task, normalisation, the data's
+    wavelength grid (Å), its rank and device, and its random generator."""
+
+    cfg: TrainConfig
+    task: Task
+    norm: Normalisation
+    wave: np.ndarray
+    rank: int
+    world: int
+    device: torch.device
+    generator: torch.Generator
+
+
+@dataclass
+class Optimisation:
+    """The model with its optimiser, schedule and plateau state."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    plateau: Plateau
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _worker(loop_config: dict[str, Any]) -> Worker:
+    cfg = TrainConfig.model_validate(loop_config["config"])
+    os.environ.update(cfg.worker_env)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device() if torch.cuda.is_available() else pick_device()
+    return Worker(cfg=cfg, task=card(cfg.model).task,
+                  norm=Normalisation.model_validate(loop_config["norm"]),
+                  wave=WavelengthGrid.model_validate(loop_config["grid"]).wavelength(),
+                  rank=rank, world=ctx.get_world_size(), device=device,
+                  generator=torch.Generator().manual_seed(cfg.seed * 1000 + rank))
+
+
+def _optimisation(w: Worker, loop_config: dict[str, Any]) -> Optimisation:
+    """A fresh model (warm-started as the task says, or from a base artifact's weights) with
+    AdamW and the configured schedule."""
+    optim = w.cfg.optim
+    model = build(w.cfg.model, **w.cfg.model_args)
+    w.task.init_model(model, loop_config.get("warm_start"))
+    if loop_config.get("init_state"):
+        model.load_state_dict(load_tensors(loop_config["init_state"]), strict=False)
+    model = prepare_model(model) if w.world > 1 or w.device.type != "cpu" else \
+        model.to(w.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr,
+                                  weight_decay=optim.weight_decay)
+    plateau = Plateau(scale=1.0, batch=optim.batch_size)
+    steps = max(1, math.ceil(loop_config["train_rows"] / w.world / optim.batch_size))
+    factor = lr_lambda(steps * optim.epochs, optim.warmup_fraction, optim.min_lr / optim.lr) \
+        if optim.schedule == "cosine" else (lambda _: plateau.scale)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return Optimisation(model, optimizer, scheduler, plateau)
+
+
+def _restore(w: Worker, opt: Optimisation, checkpoint: Checkpoint | None
+             ) -> tuple[int, float]:
+    """Load ``checkpoint`` (this run's, or one handed over by PBT's exploit step) into
+    ``opt``; returns (first epoch to run, best validation loss so far)."""
+    if checkpoint is None:
+        return 0, math.inf
+    with checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True,
+                           map_location=w.device)
+    _unwrap(opt.model).load_state_dict(state["model"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    for key, value in state.get("plateau", {}).items():
+        setattr(opt.plateau, key, value)
+    # The checkpoint may come from another trial (PBT's exploit): its weights and moments
+    # carry over, this run's learning rate and weight decay apply from here on.
+    optim = w.cfg.optim
+    opt.scheduler.base_lrs = [optim.lr] * len(opt.optimizer.param_groups)
+    for group in opt.optimizer.param_groups:
+        group["weight_decay"] = optim.weight_decay
+        group["lr"] = optim.lr * opt.scheduler.lr_lambdas[0](opt.scheduler.last_epoch)
+    start = state["epoch"] + 1
+    w.generator.manual_seed(w.cfg.seed * 1000 + w.rank + 7919 * start)
+    return start, state["best"]
+
+
+def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
+                 checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """One pass over this worker's shard; returns the epoch's training metrics."""
+    opt.model.train()
+    total, count, seen, started = 0.0, 0, 0, time.perf_counter()
+    # bf16 autocast on GPUs only: on CPUs bf16 arithmetic is hundreds of times slower
+    autocast = w.device.type == "cuda" and w.cfg.optim.bf16
+    for batch in data.iter_batches(batch_size=int(opt.plateau.batch), batch_format="numpy"):
+        inputs, target = w.task.prepare(batch, w.norm, w.wave,
+                                        noise_alpha=w.cfg.data.noise_alpha, train=True,
+                                        generator=w.generator)
+        inputs = tuple(x.to(w.device) for x in inputs)
+        with torch.autocast(device_type=w.device.type, dtype=torch.bfloat16,
+                            enabled=autocast):
+            loss = w.task.loss(opt.model, inputs, target.to(w.device), w.cfg.loss).float()
+        if not torch.isfinite(loss):
+            last = checkpoint.path if checkpoint else "none (no epoch finished yet)"
+            raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at epoch {epoch}, step "
+                                f"{count}; the last good checkpoint is {last}",
+                                where=w.cfg.model)
+        opt.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(opt.model.parameters(), w.cfg.optim.grad_clip)
+        opt.optimizer.step()
+        opt.scheduler.step()
+        total, count, seen = total + loss.item(), count + 1, seen + len(target)
+    seconds = time.perf_counter() - started
+    return {"epoch": epoch, "train_loss": total / max(count, 1),
+            "lr": opt.scheduler.get_last_lr()[0], "epoch_train_s": seconds,
+            "train_spectra_per_s": seen * w.world / max(seconds, 1e-9)}
+
+
+def _validate_and_save(w: Worker, opt: Optimisation, data, metrics: dict[str, Any],
+                       best: float, epoch: int, folder: str) -> tuple[float, Checkpoint]:
+    """Rank 0: validation metrics into ``metrics``, the plateau state updated, and the
+    checkpoint written to ``folder``; returns (best validation loss, checkpoint). The
+    module is unwrapped from DDP so that no collective waits for the other ranks."""
+    model = _unwrap(opt.model)
+    metrics.update(w.task.evaluate(
+        model, w.norm, w.wave,
+        data.iter_batches(batch_size=w.cfg.optim.batch_size, batch_format="numpy"),
+        w.device, w.generator, w.cfg.loss))
+    improved = metrics["val_loss"] < best
+    best = float(min(best, metrics["val_loss"]))
+    metrics["best_val_loss"] = best
+    opt.plateau.update(improved, w.cfg.optim)
+    metrics["batch_size"] = int(opt.plateau.batch)
+    torch.save({"model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
+                "scheduler": opt.scheduler.state_dict(), "epoch": epoch, "best": best,
+                "plateau": opt.plateau.state()}, os.path.join(folder, CHECKPOINT_FILE))
+    return best, Checkpoint.from_directory(folder)
+
+
+def _injected_failure(epoch: int, rank: int) -> None:
+    """Fault injection for tests and drills: with STELLAR_RAY_FAIL_AT="EPOCH:RANK:MARKER" the
+    worker of that rank dies at the start of that epoch, once (MARKER records that it did)."""
+    spec = os.environ.get("STELLAR_RAY_FAIL_AT")
+    if not spec:
+        return
+    at_epoch, at_rank, marker = spec.split(":", 2)
+    if int(at_epoch) == epoch and int(at_rank) == rank and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(f"worker {rank} killed at epoch {epoch}\n")
+        os._exit(1)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's entry point on every worker (``loop_config`` from :mod:`.run`)."""
+    # Ray hands batches over as read-only arrays; the tensors made from them are only read.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    w = _worker(loop_config)
+    opt = _optimisation(w, loop_config)
+    # this run's own last checkpoint, else one handed over from another run (PBT's exploit)
+    checkpoint = ray.train.get_checkpoint() or loop_config.get("resume_from")
+    start, best = _restore(w, opt, checkpoint)
+    train_data = ray.train.get_dataset_shard("train")
+    val_data = ray.train.get_dataset_shard("validation")
+    for epoch in range(start, w.cfg.optim.epochs):
+        _injected_failure(epoch, w.rank)
+        metrics = _train_epoch(w, opt, train_data, epoch, checkpoint)
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = None
+            if w.rank == 0:
+                best, saved = _validate_and_save(w, opt, val_data, metrics, best, epoch, tmp)
+            ray.train.report(metrics, checkpoint=saved)
+        checkpoint = ray.train.get_checkpoint() or checkpoint
+        if w.world > 1:  # every rank follows rank 0's decisions
+            state = broadcast_from_rank_zero(opt.plateau.state())
+            for key, value in state.items():
+                setattr(opt.plateau, key, value)
+        if opt.plateau.stop:
+            break

@@ -28,6 +28,7 @@ from stellar_ray.artifact import package_model
 from stellar_ray.inference.config import InferConfig
 from stellar_ray.inference.pipeline import infer
 from stellar_ray.models import build
+from stellar_ray.runtime import init_ray
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter
 from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
@@ -101,8 +102,11 @@ def main() -> None:
         data = make_data(os.path.join(tmp, "data"), args.spectra)
         warm = os.path.join(tmp, "warm")
         make_data(warm, 64)
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                 log_to_driver=False)
+        # init_ray, not a bare ray.init: Ray Train's placement-group cleaner asks the State
+        # API (the dashboard) whether a run's controller lives, at the address it finds on
+        # its own; init_ray serves the dashboard and tells every process this cluster's
+        # address
+        init_ray(num_cpus=os.cpu_count())
         for name in MODELS:
             model_url = os.path.join(tmp, f"model-{name}")
             model = make_artifact(model_url, name, data)

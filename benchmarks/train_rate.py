@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from stellar_ray.models import build
+from stellar_ray.runtime import init_ray
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter
 from stellar_ray.spectra.grid import ArmGrid, WavelengthGrid
@@ -98,8 +99,11 @@ def main() -> None:
         bare = bare_loop(flux, labels, args.epochs, args.batch, threads)
         bare_one = bare_loop(flux, labels, args.epochs, args.batch, 1)
         torch.set_num_threads(threads)
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                 log_to_driver=False)
+        # init_ray, not a bare ray.init: Ray Train's placement-group cleaner asks the State
+        # API (the dashboard) whether a run's controller lives, at the address it finds on
+        # its own; init_ray serves the dashboard and tells every process this cluster's
+        # address
+        init_ray(num_cpus=os.cpu_count())
         one = ray_run(url, os.path.join(tmp, "runs"), 1, args.epochs, args.batch)
         two = ray_run(url, os.path.join(tmp, "runs"), 2, args.epochs, args.batch)
         ray.shutdown()

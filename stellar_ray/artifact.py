@@ -167,12 +167,13 @@ class Artifact:
         ``wavelength`` (L,) Å."""
         if "fit" not in self.task.modes:
             raise ModelError(f"a {self.task.family} does not emulate spectra", where=self.url)
-        wave = self.grid.wavelength() if wavelength is None else np.asarray(wavelength)
+        wave = np.array(self.grid.wavelength() if wavelength is None else wavelength,
+                        dtype=np.float32)
         device = next(self.model.parameters()).device
         with torch.no_grad():
             z = self.normalisation.z(np.atleast_2d(labels)).to(device)
             flux = self.task.emulate(self.model, self.normalisation, z,
-                                     torch.as_tensor(wave, dtype=torch.float32, device=device))
+                                     torch.as_tensor(wave, device=device))
         if flux.shape[-1] != wave.size:
             raise ModelError(f"this emulator gives its {flux.shape[-1]}-pixel training grid "
                              "only; it cannot be evaluated at other wavelengths",

@@ -27,7 +27,6 @@ from .report import make_report
 from .simulation.generator import SpectrumGenerator
 from .simulation.priors import GalacticPrior, SNRSpec
 from .simulation.survey import SimulationConfig, simulate
-from .spectra.catalog import read_catalog
 from .spectra.catalog_fits import catalog_to_fits
 from .training.config import TrainConfig
 from .training.run import train
@@ -80,10 +79,9 @@ def run_demo(out: Path, console: Console, epochs: int = 30) -> None:
     console.print(summary.text())
     catalog_to_fits(str(catalog), str(out / "catalog.fits"))
 
-    table = read_catalog(str(catalog))
     generator = SpectrumGenerator(CATALOG_SURVEY.instrument_config())
-    labels = make_report(table, str(out / "survey-catalog"), generator, LABELS,
-                         out / "report")
+    labels = make_report(str(catalog), survey=str(out / "survey-catalog"),
+                         generator=generator, labels=LABELS, folder=out / "report")
 
     report = Table(title=f"demo survey ({time.perf_counter() - started:.0f} s)")
     for column in ("label", "σ_robust", "bias", "in 68%", "in 95%", "|error| / CRB"):

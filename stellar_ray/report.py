@@ -15,10 +15,9 @@ from matplotlib.figure import Figure  # figures without pyplot: no display, no g
 from .simulation.fisher import fisher
 from .simulation.generator import SpectrumGenerator
 from .simulation.labels import LABELS
+from .spectra.catalog import load_catalog_manifest, read_catalog
 from .spectra.dataset import iter_shards
 from .spectra.schema import quantile_column
-
-UNITS = {lab.name: lab.unit for lab in LABELS}
 
 
 @dataclass
@@ -52,26 +51,38 @@ def _coverage(table: pa.Table, name: str, lo: float, hi: float, truth: np.ndarra
     return float(np.mean((truth >= low) & (truth <= high)))
 
 
-def make_report(catalog: pa.Table, survey: str, generator: SpectrumGenerator, labels: list[str],
-                folder: Path, n_crb: int = 48) -> list[LabelSummary]:
-    """Figures and ``report.md`` in ``folder`` for a cINN catalog of the simulated ``survey``
-    (its quantile columns must include 0.025, 0.16, 0.84, 0.975)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = catalog.column("spectrum_id").to_pylist()
-    truth_all, sigma = _truth(survey, ids[:n_crb])
+def _bounds(survey: str, ids: list[str], generator: SpectrumGenerator
+            ) -> dict[str, np.ndarray]:
+    """Cramér–Rao bound per label for the spectra ``ids`` of ``survey``: their true labels
+    and own σ through the generator's Fisher matrix (all ten labels free)."""
+    truth, sigma = _truth(survey, ids)
     finite = np.where(np.isfinite(sigma), sigma, 1e6)  # masked pixels carry no information
-    bounds = fisher(torch.as_tensor(truth_all), torch.as_tensor(finite), model=generator)
-    crb = {n: bounds.crb[:, i] for i, n in enumerate(bounds.names)}
-    snr = catalog.column("snr").to_numpy()
+    bounds = fisher(torch.as_tensor(truth), torch.as_tensor(finite), model=generator)
+    return {n: bounds.crb[:, i] for i, n in enumerate(bounds.names)}
 
+
+def _summary(catalog: pa.Table, name: str, crb: np.ndarray) -> LabelSummary:
+    est = catalog.column(name).to_numpy()
+    true = catalog.column(f"input_{name}").to_numpy()
+    resid = est - true
+    mad = 1.4826 * np.nanmedian(np.abs(resid - np.nanmedian(resid)))
+    return LabelSummary(
+        name=name, sigma_robust=float(mad), bias=float(np.nanmedian(resid)),
+        coverage68=_coverage(catalog, name, 0.16, 0.84, true),
+        coverage95=_coverage(catalog, name, 0.025, 0.975, true),
+        error_over_crb=float(np.nanmedian(np.abs(resid[:crb.size]) / crb)))
+
+
+def _estimates_figure(catalog: pa.Table, labels: list[str], units: dict[str, str],
+                      crb: dict[str, np.ndarray], path: Path) -> None:
+    """Per label: estimate against truth (top), |error| and the bound against S/N (bottom)."""
+    snr = catalog.column("snr").to_numpy()
     fig = Figure(figsize=(4.2 * len(labels), 7.5))
     axes = fig.subplots(2, len(labels), squeeze=False)
-    summaries = []
     for k, name in enumerate(labels):
         est = catalog.column(name).to_numpy()
         true = catalog.column(f"input_{name}").to_numpy()
-        resid = est - true
-        unit = f" [{UNITS.get(name)}]" if UNITS.get(name) else ""
+        unit = f" [{units[name]}]" if units.get(name) else ""
         ax = axes[0, k]
         ax.errorbar(true, est, yerr=catalog.column(f"{name}_err").to_numpy(), fmt=".",
                     ms=3, alpha=0.5, elinewidth=0.5)
@@ -79,19 +90,16 @@ def make_report(catalog: pa.Table, survey: str, generator: SpectrumGenerator, la
         ax.plot(span, span, "k--", lw=1)
         ax.set(xlabel=f"true {name}{unit}", ylabel=f"cINN {name}{unit}")
         ax = axes[1, k]
-        ax.scatter(snr, np.abs(resid), s=4, alpha=0.5, label="|estimate − truth|")
-        ax.scatter(snr[:n_crb], crb[name], s=10, c="k", marker="x", label="Cramér–Rao bound")
+        ax.scatter(snr, np.abs(est - true), s=4, alpha=0.5, label="|estimate − truth|")
+        ax.scatter(snr[:crb[name].size], crb[name], s=10, c="k", marker="x",
+                   label="Cramér–Rao bound")
         ax.set(xscale="log", yscale="log", xlabel="S/N", ylabel=f"{name}{unit}")
         ax.legend(fontsize=7)
-        mad = 1.4826 * np.nanmedian(np.abs(resid - np.nanmedian(resid)))
-        summaries.append(LabelSummary(
-            name=name, sigma_robust=float(mad), bias=float(np.nanmedian(resid)),
-            coverage68=_coverage(catalog, name, 0.16, 0.84, true),
-            coverage95=_coverage(catalog, name, 0.025, 0.975, true),
-            error_over_crb=float(np.nanmedian(np.abs(resid[:n_crb]) / crb[name]))))
     fig.tight_layout()
-    fig.savefig(folder / "estimates_and_residuals.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
+
+def _calibration_figure(summaries: list[LabelSummary], path: Path) -> None:
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
     for s in summaries:
@@ -101,16 +109,34 @@ def make_report(catalog: pa.Table, survey: str, generator: SpectrumGenerator, la
            title="calibration of the posterior intervals")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "calibration.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
+
+def _markdown(summaries: list[LabelSummary], spectra: int, n_crb: int) -> str:
     lines = ["# stellar-ray demo report", "",
-             f"{len(ids)} spectra; Cramér–Rao bounds from the generator's Fisher matrix for "
-             f"the first {min(n_crb, len(ids))} (all ten labels free, each spectrum's own σ).",
+             f"{spectra} spectra; Cramér–Rao bounds from the generator's Fisher matrix for "
+             f"the first {n_crb} (all ten labels free, each spectrum's own σ).",
              "", "| label | σ_robust | bias | in 68% interval | in 95% interval | "
              "median \\|error\\| / CRB |", "|---|---|---|---|---|---|"]
     lines += [f"| {s.name} | {s.sigma_robust:.4g} | {s.bias:+.3g} | {s.coverage68:.2f} | "
               f"{s.coverage95:.2f} | {s.error_over_crb:.2f} |" for s in summaries]
     lines += ["", "![estimates](estimates_and_residuals.png)", "",
               "![calibration](calibration.png)", ""]
-    (folder / "report.md").write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def make_report(catalog: str, *, survey: str, generator: SpectrumGenerator,
+                labels: list[str], folder: Path, n_crb: int = 48) -> list[LabelSummary]:
+    """Figures and ``report.md`` in ``folder`` for the cINN catalog at URL ``catalog`` of the
+    simulated ``survey`` (its quantile columns must include 0.025, 0.16, 0.84, 0.975; units
+    come from the catalog)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = read_catalog(catalog)
+    units = load_catalog_manifest(catalog).units
+    ids = table.column("spectrum_id").to_pylist()
+    crb = _bounds(survey, ids[:n_crb], generator)
+    summaries = [_summary(table, name, crb[name]) for name in labels]
+    _estimates_figure(table, labels, units, crb, folder / "estimates_and_residuals.png")
+    _calibration_figure(summaries, folder / "calibration.png")
+    (folder / "report.md").write_text(_markdown(summaries, len(ids), min(n_crb, len(ids))))
     return summaries

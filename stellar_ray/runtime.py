@@ -36,8 +36,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _quiet_ray_data() -> None:
-    """Our own progress lines and summaries replace Ray Data's bars and start-up logs."""
+def _quiet() -> None:
+    """Our own progress lines and summaries replace Ray Data's bars and start-up logs; the
+    notice that token authentication is on (it stays on) is not repeated at every start."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -54,7 +57,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     quiet = {"log_to_driver": loud,
              "logging_level": logging.INFO if loud else logging.WARNING}
     if not loud:
-        _quiet_ray_data()
+        _quiet()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **quiet)

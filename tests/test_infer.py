@@ -15,7 +15,7 @@ import pytest
 import torch
 from astropy.io import fits
 
-from stellar_ray.errors import SpectraError
+from stellar_ray.errors import ConfigError, SpectraError
 from stellar_ray.inference.config import InferConfig
 from stellar_ray.inference.fit import RV_UNIT_KMS, EmulatorFitter
 from stellar_ray.inference.pipeline import infer
@@ -145,7 +145,7 @@ def test_a_corrupt_shard_is_reported_and_the_rest_written(survey, tmp_path):
 
 def test_bad_requests_are_named(survey, tmp_path):
     emulator = _artifact(survey, tmp_path, "payne")
-    with pytest.raises(SpectraError, match="use mode 'fit'"):
+    with pytest.raises(ConfigError, match="use mode 'fit'"):
         infer(_config(emulator, survey, tmp_path / "c1", mode="predict"), progress=False)
     with pytest.raises(SpectraError, match="carry_columns"):
         infer(_config(emulator, survey, tmp_path / "c2", carry_columns=["colour"]),

@@ -8,7 +8,9 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from stellar_ray.cli import app
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import iter_shards, validate_dataset
 from stellar_ray.spectra.fits_writer import image_hdul, phase3_hdul
@@ -250,3 +252,25 @@ def test_cli_ingest(tmp_path):
     assert "ingested 3 spectra from 3 files" in out.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_cli_takes_the_assumed_medium_from_the_yaml_unless_given(tmp_path, ray_session):
+    """A file that does not state its medium is read as the ingest YAML says
+    (reader.assume_medium: air), and as --assume-medium says when that is given."""
+    wave_air = np.arange(4990.0, 5110.0, 0.3)
+    f, s = spectrum(wave_air, line_at=5050.0, snr=1e4)
+    hdul = image_hdul(f, wave_air[0], 0.3, s, {"OBJECT": "unstated"}, flux_unit="")
+    hdul[0].header["CTYPE1"] = "LINEAR"  # no medium anywhere in the header
+    hdul.writeto(tmp_path / "unstated.fits")
+    (tmp_path / "ingest.yaml").write_text("reader:\n  assume_medium: air\n")
+    centres = {}
+    for name, extra in (("yaml", []), ("flag", ["--assume-medium", "vacuum"])):
+        url = str(tmp_path / name)
+        out = CliRunner().invoke(app, [
+            "ingest", str(tmp_path / "unstated.fits"), "--to", url, "--grid", GRID,
+            "--flux-unit", "", "--config", str(tmp_path / "ingest.yaml"), *extra])
+        assert out.exit_code == 0, out.output
+        _, batch = by_id(url)
+        centres[name] = WAVE[np.argmin(batch.flux[0])]
+    assert centres["yaml"] == pytest.approx(air_to_vacuum(np.array([5050.0]))[0], abs=0.3)
+    assert centres["flag"] == pytest.approx(5050.0, abs=0.3)

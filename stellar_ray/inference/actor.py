@@ -77,9 +77,11 @@ class CatalogActor:
         out.update(extra)
         out["snr"] = snr.astype(np.float32)
         out["bad_pixel_fraction"] = bad_fraction.astype(np.float32)
-        flags = quality_flags(labels, np.asarray(self.norm.low), np.asarray(self.norm.high),
-                              snr, bad_fraction, self.config.quality.min_snr,
-                              self.config.quality.max_bad_fraction)
+        quality = self.config.quality
+        flags = quality_flags(labels, low=np.asarray(self.norm.low),
+                              high=np.asarray(self.norm.high), snr=snr,
+                              bad_fraction=bad_fraction, min_snr=quality.min_snr,
+                              max_bad_fraction=quality.max_bad_fraction)
         if "_failed" in out:
             flags[out.pop("_failed")] |= CatalogFlag.FAILED
         out["flags"] = flags

@@ -148,7 +148,7 @@ def _mode(cfg: InferConfig, artifact: Artifact) -> str:
     task = artifact.task
     mode = task.modes[0] if cfg.mode == "auto" else cfg.mode
     if mode not in task.modes:
-        raise ConfigError(f"a {task.family} cannot run in mode '{mode}': use mode "
+        raise ConfigError(f"this {task.family} cannot run in mode '{mode}': use mode "
                           f"'{task.modes[0]}'", where=cfg.model, field="mode")
     return mode
 

@@ -36,7 +36,7 @@ def snr_of(batch: dict[str, np.ndarray], wave_a: np.ndarray) -> np.ndarray:
     return measured_snr(np.asarray(batch["flux"]), np.asarray(batch["sigma"]), wave_a)
 
 
-def quality_flags(estimates: np.ndarray, low: np.ndarray, high: np.ndarray,
+def quality_flags(estimates: np.ndarray, *, low: np.ndarray, high: np.ndarray,
                   snr: np.ndarray, bad_fraction: np.ndarray, min_snr: float,
                   max_bad_fraction: float) -> np.ndarray:
     """(B,) int32 flags from estimates (B, K) and the training domain [low, high] (K)."""

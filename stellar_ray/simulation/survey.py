@@ -238,7 +238,7 @@ def _completed(url: str, config: SimulationConfig, storage_options: dict | None
     return done
 
 
-def simulate(config: SimulationConfig, to: str, storage_options: dict | None = None,
+def simulate(config: SimulationConfig, to: str, *, storage_options: dict | None = None,
              overwrite: bool = False, progress: bool = True, address: str | None = None,
              num_cpus_per_task: float = 1.0) -> Manifest:
     """Generate the survey described by ``config`` into a dataset at ``to``."""

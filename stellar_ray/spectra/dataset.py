@@ -136,6 +136,7 @@ def read_shard(
     url: str,
     record: ShardRecord,
     manifest: Manifest,
+    *,
     columns: Sequence[str] | None = None,
     filters: Filters | None = None,
     verify: bool = True,

@@ -42,7 +42,7 @@ def report_queue() -> Queue:
 def fit_reporting(trainer: TorchTrainer, reports: Queue, on_report: OnReport
                   ) -> ray.train.Result:
     """``trainer.fit()``, calling ``on_report`` for every report as it arrives; a failure of
-    the fit is raised here."""
+    the fit is raised here. The queue is shut down when the fit ends."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -53,13 +53,16 @@ def fit_reporting(trainer: TorchTrainer, reports: Queue, on_report: OnReport
 
     worker = threading.Thread(target=fit, name="train-fit", daemon=True)
     worker.start()
-    while worker.is_alive() or not reports.empty():
-        try:
-            metrics, checkpoint = reports.get(timeout=0.5)
-        except Empty:
-            continue
-        on_report(metrics, checkpoint)
-    worker.join()
+    try:
+        while worker.is_alive() or not reports.empty():
+            try:
+                metrics, checkpoint = reports.get(timeout=0.5)
+            except Empty:
+                continue
+            on_report(metrics, checkpoint)
+        worker.join()
+    finally:
+        reports.shutdown()  # the queue's actor is this fit's alone
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

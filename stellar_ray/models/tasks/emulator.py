@@ -148,8 +148,7 @@ class EmulatorTask(Task):
         z = norm.z(labels_of(batch, norm.labels))[:n]
         out = {"labels_z": torch.nan_to_num(z)}
         if self.wavelength_queries:
-            out["wavelength"] = torch.as_tensor(wave, dtype=torch.float32)[
-                :REFERENCE_WAVELENGTHS]
+            out["wavelength"] = torch.tensor(wave[:REFERENCE_WAVELENGTHS], dtype=torch.float32)
         return out
 
     def run_reference(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]

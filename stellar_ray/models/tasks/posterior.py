@@ -61,6 +61,7 @@ class PosteriorTask(RegressorTask):
             return {"summary": model.summary(inputs["flux"]),
                     "log_prob": model(inputs["flux"], inputs["labels_z"])}
 
+    @torch.no_grad()
     def predict(self, model: torch.nn.Module, norm: Normalisation, flux: torch.Tensor,
                 sigma: torch.Tensor, *, samples: int, quantiles: Sequence[float],
                 noise_redraws: int, generator: torch.Generator

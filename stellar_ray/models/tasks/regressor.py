@@ -90,6 +90,7 @@ class RegressorTask(Task):
         with torch.no_grad():
             return {"labels_z": model(inputs["flux"])}
 
+    @torch.no_grad()
     def predict(self, model: torch.nn.Module, norm: Normalisation, flux: torch.Tensor,
                 sigma: torch.Tensor, *, samples: int, quantiles: Sequence[float],
                 noise_redraws: int, generator: torch.Generator

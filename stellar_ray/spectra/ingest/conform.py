@@ -80,7 +80,24 @@ class Conformer:
         return SpectraError(reason, file=raw.source, field=raw.names.get(name) or name)
 
     def _conform(self, raw: RawSpectrum) -> Row:
-        t = self.target
+        """Check, sort, convert, resample and check again: one spectrum onto the target."""
+        wave, flux, sigma, mask = self._ascending_angstrom(raw)
+        flux, mask, usable = self._usable_flux(raw, wave, flux, mask)
+        sigma, estimated = self._uncertainties(raw, wave, flux, sigma, usable)
+        if raw.flux_unit is not None:
+            flux, sigma = convert_flux(flux, sigma, raw.flux_unit, self.target.flux_unit, wave,
+                                       where=raw.source)
+        out_flux, out_sigma, out_mask = self._on_target_grid(raw, wave, flux, sigma, mask)
+        metadata = dict(raw.metadata)
+        if "snr" not in metadata and self.target.uncertainties != "none":
+            metadata["snr"] = median_snr(self.wave_out, out_flux, out_sigma, out_mask)
+        if self.target.estimate_sigma:
+            metadata["sigma_estimated"] = estimated
+        return Row(raw.spectrum_id, out_flux, out_sigma, out_mask, dict(raw.labels), metadata)
+
+    def _ascending_angstrom(self, raw: RawSpectrum
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """(wave Å in the target's medium, flux, sigma or None, mask), ascending in λ."""
         n = raw.wave.size
         for name, arr in (("flux", raw.flux), ("sigma", raw.sigma), ("mask", raw.mask)):
             if arr is not None and arr.shape != (n,):
@@ -103,65 +120,72 @@ class Conformer:
         flux = np.asarray(raw.flux, dtype=np.float64)[order]
         mask = (np.zeros(n, np.uint8) if raw.mask is None else raw.mask.astype(np.uint8))[order]
         sigma = None if raw.sigma is None else np.asarray(raw.sigma, np.float64)[order]
-        if raw.medium != t.grid.medium:
+        if raw.medium != self.target.grid.medium:
             wave = air_to_vacuum(wave) if raw.medium == "air" else vacuum_to_air(wave)
+        return wave, flux, sigma, mask
 
+    def _usable_flux(self, raw: RawSpectrum, wave: np.ndarray, flux: np.ndarray,
+                     mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-finite flux rejected, or masked with ``mask_nonfinite``; unusable pixels set
+        to 0. Returns (flux, mask, usable)."""
         usable = (mask & np.uint8(UNUSABLE)) == 0
         bad_flux = usable & ~np.isfinite(flux)
         if bad_flux.any():
-            if not t.mask_nonfinite:
+            if not self.target.mask_nonfinite:
                 i = int(np.flatnonzero(bad_flux)[0])
                 raise self._reject(raw, "flux", f"non-finite flux ({flux[i]}) at {bad_flux.sum()}"
                                    f" pixel(s), first at index {i} (λ = {wave[i]:.2f} Å)")
             mask[bad_flux] |= np.uint8(MaskBit.NONFINITE_INPUT)
             usable &= ~bad_flux
-        flux = np.where(usable, flux, 0.0)
+        return np.where(usable, flux, 0.0), mask, usable
 
+    def _uncertainties(self, raw: RawSpectrum, wave: np.ndarray, flux: np.ndarray,
+                       sigma: np.ndarray | None, usable: np.ndarray
+                       ) -> tuple[np.ndarray, bool]:
+        """σ per pixel (+inf where unusable), estimated with DER_SNR when the file has none
+        and that is asked for; returns (sigma, estimated)."""
         estimated = False
-        if t.uncertainties == "none":
-            sigma = np.ones(n)
+        if self.target.uncertainties == "none":
+            sigma = np.ones(wave.size)
         elif sigma is None:
-            if not t.estimate_sigma:
+            if not self.target.estimate_sigma:
                 raise self._reject(raw, "sigma", "no uncertainties in the file (pass "
                                    "--estimate-sigma to estimate them with DER_SNR)")
             noise = der_snr_noise(flux[usable])
             if not noise > 0:
                 raise self._reject(raw, "sigma", "cannot estimate the noise (DER_SNR gave "
                                    f"{noise})")
-            sigma, estimated = np.full(n, noise), True
+            sigma, estimated = np.full(wave.size, noise), True
         bad_sigma = usable & ~(np.isfinite(sigma) & (sigma > 0))
         if bad_sigma.any():
             i = int(np.flatnonzero(bad_sigma)[0])
             raise self._reject(raw, "sigma", f"sigma must be finite and > 0: {sigma[i]} at "
                                f"{bad_sigma.sum()} pixel(s), first at index {i} "
                                f"(λ = {wave[i]:.2f} Å)")
-        sigma = np.where(usable, sigma, np.inf)
+        return np.where(usable, sigma, np.inf), estimated
 
-        if raw.flux_unit is not None:
-            flux, sigma = convert_flux(flux, sigma, raw.flux_unit, t.flux_unit, wave,
-                                       where=raw.source)
+    def _on_target_grid(self, raw: RawSpectrum, wave: np.ndarray, flux: np.ndarray,
+                        sigma: np.ndarray, mask: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flux, sigma, mask) on the dataset grid (resampled unless already on it), checked
+        against the row rules and for overlap."""
         if wave.size == self.wave_out.size and np.allclose(wave, self.wave_out, rtol=1e-10,
                                                             atol=0):
-            out_flux, out_sigma, out_mask = (flux.astype(np.float32),
-                                             sigma.astype(np.float32), mask)
+            out = (flux.astype(np.float32), sigma.astype(np.float32), mask)
         else:
-            out_flux, out_sigma, out_mask = self._resampler(wave).apply(flux, sigma, mask)
-        if t.uncertainties == "none":
+            out = self._resampler(wave).apply(flux, sigma, mask)
+        out_flux, out_sigma, out_mask = out
+        if self.target.uncertainties == "none":
             out_sigma = np.zeros_like(out_sigma)
         problems = find_problems(np.array([raw.spectrum_id], dtype=object), out_flux[None],
-                                 out_sigma[None], out_mask[None], t.uncertainties)
+                                 out_sigma[None], out_mask[None], self.target.uncertainties)
         if problems:
             raise self._reject(raw, problems[0].field, problems[0].reason)
         if (out_mask & np.uint8(MaskBit.NO_DATA)).all():
             raise self._reject(raw, "wave", f"no overlap with the dataset grid "
                                f"({self.wave_out[0]:.1f}–{self.wave_out[-1]:.1f} Å); the "
                                f"spectrum covers {wave[0]:.1f}–{wave[-1]:.1f} Å")
-        metadata = dict(raw.metadata)
-        if "snr" not in metadata and t.uncertainties != "none":
-            metadata["snr"] = median_snr(self.wave_out, out_flux, out_sigma, out_mask)
-        if t.estimate_sigma:
-            metadata["sigma_estimated"] = estimated
-        return Row(raw.spectrum_id, out_flux, out_sigma, out_mask, dict(raw.labels), metadata)
+        return out_flux, out_sigma, out_mask
 
     def _resampler(self, wave: np.ndarray) -> Resampler:
         key = hashlib.sha1(np.ascontiguousarray(wave).tobytes()).digest()

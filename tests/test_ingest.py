@@ -1,6 +1,7 @@
 """Ingestion of FITS, HDF5, NumPy and CSV spectra, and the rejects table for bad input."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stellar_ray.cli import app
+from stellar_ray.errors import SpectraError
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import iter_shards, validate_dataset
 from stellar_ray.spectra.fits_writer import image_hdul, phase3_hdul
@@ -111,15 +113,17 @@ def test_hdf5_grid_with_parameters(ray_session, tmp_path):
         h5["wavelength"].attrs["unit"] = "Angstrom"
         h5["flux"] = flux
         h5["params"] = params
+        h5.attrs["noiseless"] = True  # the grid's own statement that it holds model flux
     url = str(tmp_path / "ds")
     opts = IngestOptions(grid=parse_grid(GRID), flux_unit="", rows_per_shard=4)
     summary = ingest([str(path)], url, opts, progress=False)
     m = summary.manifest
-    assert m.uncertainties == "none" and m.label_names == ["teff", "logg", "fe_h"]
+    assert m.uncertainties == "none" and m.model_flux
+    assert m.label_names == ["teff", "logg", "fe_h"]
     assert [lab.unit for lab in m.labels] == ["K", "dex", "dex"]
     index, batch = by_id(url)
     assert batch.labels["teff"][index["grid#5"]] == 6500.0
-    assert (batch.sigma == 0).all()
+    assert (batch.sigma == 0).all() and np.array_equal(batch.model_flux, batch.flux)
     assert np.allclose(batch.flux[index["grid#2"]], flux[2], rtol=1e-6)
 
 
@@ -170,8 +174,6 @@ def bad_inputs(tmp_path):
     np.savez(raw / "unordered.npz", wave=shuffled, flux=f, sigma=s)
     (raw / "nowave.csv").write_text("flux,error\n1.0,0.1\n1.1,0.1\n")
     (raw / "truncated.fits").write_bytes((raw / "good.fits").read_bytes()[:4000])
-    np.savez(raw / "dup.npz", wave=WAVE, flux=np.stack([f, f]), sigma=np.stack([s, s]),
-             ids=np.array(["twin", "twin"]))
     return raw
 
 
@@ -186,21 +188,19 @@ EXPECTED_REJECTS = {
     "unordered": ("wave", "wavelengths not monotonic at index 21"),
     "nowave": ("wave", "needs a header naming one of"),
     "truncated": (None, "not a readable FITS file"),
-    "dup": ("spectrum_id", "duplicate spectrum_id"),
 }
 
 
 def test_each_bad_input_is_set_aside_with_its_reason(ray_session, bad_inputs, tmp_path):
     url = str(tmp_path / "ds")
     summary = run([bad_inputs], url)
-    assert summary.spectra == 2  # good.fits and the first 'twin'
+    assert summary.spectra == 1  # good.fits
     table = pq.read_table(os.path.join(url, REJECTS_NAME)).to_pylist()
     got = {os.path.basename(r["file"]).split(".")[0].split("#")[0]: r for r in table}
     assert set(got) == set(EXPECTED_REJECTS)
     for name, (field, reason) in EXPECTED_REJECTS.items():
         assert got[name]["field"] == field, name
         assert reason in got[name]["reason"], (name, got[name]["reason"])
-    assert got["dup"]["row"] == 1 and got["dup"]["spectrum_id"] == "twin"
     validate_dataset(url)
 
 
@@ -216,15 +216,18 @@ def test_missing_uncertainties_are_estimated_on_request(ray_session, tmp_path):
     f, s = spectrum(WAVE, depth=0.0, snr=40.0)
     np.savez(tmp_path / "noerr.npz", wave=WAVE, flux=f)
     url = str(tmp_path / "ds")
-    rejected = run([tmp_path / "noerr.npz"], str(tmp_path / "strict"))
-    assert "no uncertainties" in rejected.rejects[0].reason
+    with pytest.raises(SpectraError, match="no uncertainties in the file"):
+        run([tmp_path / "noerr.npz"], str(tmp_path / "strict"))
     run([tmp_path / "noerr.npz"], url, estimate_sigma=True)
     _, batch = by_id(url)
     assert batch.metadata["sigma_estimated"][0]
     assert np.median(batch.sigma[0]) == pytest.approx(1 / 40.0, rel=0.25)
 
 
-def test_duplicate_ids_across_tasks_are_dropped(ray_session, tmp_path):
+def test_colliding_ids_are_one_error_naming_both_files(ray_session, tmp_path):
+    """Two files giving one id (here through --id-key) stop the run with one error naming
+    both files and suggesting --id-key / --id-pattern; nothing is left behind, so the
+    corrected rerun needs no --overwrite."""
     f, s = spectrum(WAVE)
     for i in range(5):
         phase3_hdul(WAVE, f, s, np.zeros(WAVE.size, np.int32), {"OBJECT": "same"},
@@ -232,11 +235,15 @@ def test_duplicate_ids_across_tasks_are_dropped(ray_session, tmp_path):
     url = str(tmp_path / "ds")
     opts = IngestOptions(grid=parse_grid(GRID), flux_unit="", files_per_task=1,
                          reader=ReaderOptions(id_key="OBJECT"))
-    summary = ingest([str(tmp_path)], url, opts, progress=False)
-    assert summary.spectra == 1
-    assert len(summary.rejects) == 4
-    assert all("duplicate spectrum_id" in r.reason for r in summary.rejects)
-    validate_dataset(url)
+    with pytest.raises(SpectraError) as err:
+        ingest([str(tmp_path)], url, opts, progress=False)
+    text = str(err.value)
+    assert "spectrum id 'same' is given to two spectra" in text
+    assert len(re.findall(r"x\d\.fits", text)) >= 2
+    assert "--id-key" in text and "--id-pattern" in text
+    assert not os.path.exists(url) or os.listdir(url) == []
+    summary = run([tmp_path], url)  # default ids: the file names
+    assert summary.spectra == 5
 
 
 def test_cli_ingest(tmp_path):

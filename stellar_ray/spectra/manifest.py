@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..errors import SpectraError
 from .grid import WavelengthGrid
+from .resolution import Resolution
 from .schema import (
     ARROW_TYPES,
     ID_COLUMN,
@@ -93,6 +94,8 @@ class Manifest(BaseModel):
     model_flux: bool = Field(
         default=False, description="rows also hold the noiseless flux (simulated data)")
     labels: list[LabelSpec] = Field(default_factory=list)
+    resolution: list[Resolution] = Field(
+        default_factory=list, description="resolving power or LSF FWHM per wavelength range")
     extra_metadata: list[ColumnSpec] = Field(default_factory=list)
     rows_per_shard: int = Field(default=4096, gt=0)
     shards: list[ShardRecord] = Field(default_factory=list)

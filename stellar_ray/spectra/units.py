@@ -7,6 +7,8 @@ unit string, '' for normalised flux).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from astropy import units as u
 
@@ -31,6 +33,7 @@ def parse_unit(text: str | None, *, where: str, field: str, wavelength: bool = F
     if wavelength:
         cleaned = _WAVE_ALIASES.get(raw.lower(), raw)
     else:
+        cleaned = _tidy_flux_unit(raw)
         # 'erg/s/cm2/A' means per Ångström, not per Ampere.
         for tail in ("/A", "/AA", "/Ang"):
             if cleaned.endswith(tail):
@@ -46,6 +49,16 @@ def parse_unit(text: str | None, *, where: str, field: str, wavelength: bool = F
     if wavelength and unit.physical_type != "length":
         raise SpectraError(f"unit '{raw}' is not a wavelength unit", file=where, field=field)
     return unit
+
+
+def _tidy_flux_unit(text: str) -> str:
+    """Survey spellings astropy does not read: APOGEE's 'Flux (10^-17 erg/s/cm^2/Ang)' and
+    SDSS's '1E-17 erg/cm^2/s/Ang' -> '1e-17 erg/s/cm2/Ang'."""
+    inside = re.search(r"\(([^()]*)\)\s*$", text)
+    if inside and re.search(r"[a-zA-Z]", inside.group(1)):
+        text = inside.group(1)
+    text = re.sub(r"10\^\(?([+-]?\d+)\)?", r"1e\1", text)
+    return text.replace("^", "").strip()
 
 
 def to_angstrom(wave: np.ndarray, unit: u.UnitBase) -> np.ndarray:

@@ -14,6 +14,7 @@ from ...quantities import SNR_WINDOW_A
 from ..batch import find_problems
 from ..grid import WavelengthGrid
 from ..resample import Resampler
+from ..resolution import degrade
 from ..schema import UNUSABLE, MaskBit
 from ..units import air_to_vacuum, convert_flux, to_angstrom, vacuum_to_air
 from .raw import RawSpectrum, Reject
@@ -28,6 +29,9 @@ class Target:
     uncertainties: str = "measured"  # or "none" for noiseless model grids
     mask_nonfinite: bool = False  # mask NaN/inf flux instead of rejecting the spectrum
     estimate_sigma: bool = False  # DER_SNR noise for spectra without uncertainties
+    resolving_power: float | None = None  # of inputs that do not state their resolution
+    lsf_fwhm: float | None = None  # Å, likewise
+    degrade_to: float | None = None  # convolve down to this resolving power
 
 
 @dataclass
@@ -79,14 +83,26 @@ class Conformer:
     def _reject(self, raw: RawSpectrum, name: str, reason: str) -> SpectraError:
         return SpectraError(reason, file=raw.source, field=raw.names.get(name) or name)
 
+    def input_resolution(self, raw: RawSpectrum) -> tuple[float | None, float | None, str]:
+        """(resolving power, LSF FWHM Å, origin) of a raw spectrum: what its file states,
+        else what the options say, else (None, None, 'unknown')."""
+        if raw.resolving_power is not None or raw.lsf_fwhm is not None:
+            return raw.resolving_power, raw.lsf_fwhm, "file"
+        if self.target.resolving_power is not None or self.target.lsf_fwhm is not None:
+            return self.target.resolving_power, self.target.lsf_fwhm, "option"
+        return None, None, "unknown"
+
     def _conform(self, raw: RawSpectrum) -> Row:
-        """Check, sort, convert, resample and check again: one spectrum onto the target."""
+        """Check, sort, convert, degrade, resample and check again: one spectrum onto the
+        target."""
         wave, flux, sigma, mask = self._ascending_angstrom(raw)
         flux, mask, usable = self._usable_flux(raw, wave, flux, mask)
         sigma, estimated = self._uncertainties(raw, wave, flux, sigma, usable)
         if raw.flux_unit is not None:
             flux, sigma = convert_flux(flux, sigma, raw.flux_unit, self.target.flux_unit, wave,
                                        where=raw.source)
+        if self.target.degrade_to is not None:
+            wave, flux, sigma, mask = self._degraded(raw, wave, flux, sigma, mask)
         out_flux, out_sigma, out_mask = self._on_target_grid(raw, wave, flux, sigma, mask)
         metadata = dict(raw.metadata)
         if "snr" not in metadata and self.target.uncertainties != "none":
@@ -94,6 +110,25 @@ class Conformer:
         if self.target.estimate_sigma:
             metadata["sigma_estimated"] = estimated
         return Row(raw.spectrum_id, out_flux, out_sigma, out_mask, dict(raw.labels), metadata)
+
+    def _degraded(self, raw: RawSpectrum, wave: np.ndarray, flux: np.ndarray,
+                  sigma: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The spectrum convolved to ``degrade_to``, over the target's range plus a margin of
+        five resolution elements."""
+        r_in, fwhm, _ = self.input_resolution(raw)
+        if r_in is None and fwhm is None:
+            raise self._reject(raw, "resolution", "the resolution is unknown, so it cannot be "
+                               "degraded: the file states none; pass --resolution R or --fwhm Å")
+        margin = 5.0 * self.wave_out[-1] / self.target.degrade_to
+        inside = (wave >= self.wave_out[0] - margin) & (wave <= self.wave_out[-1] + margin)
+        if inside.sum() < 2:
+            return wave, flux, sigma, mask
+        try:
+            return degrade(wave[inside], flux[inside], sigma[inside], mask[inside],
+                           target_resolving_power=self.target.degrade_to,
+                           resolving_power=r_in, lsf_fwhm=fwhm, where=raw.source)
+        except SpectraError as err:
+            raise self._reject(raw, "resolution", err.reason) from err
 
     def _ascending_angstrom(self, raw: RawSpectrum
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
@@ -150,7 +185,8 @@ class Conformer:
         elif sigma is None:
             if not self.target.estimate_sigma:
                 raise self._reject(raw, "sigma", "no uncertainties in the file (pass "
-                                   "--estimate-sigma to estimate them with DER_SNR)")
+                                   "--noiseless for model spectra, or --estimate-sigma to "
+                                   "estimate them with DER_SNR)")
             noise = der_snr_noise(flux[usable])
             if not noise > 0:
                 raise self._reject(raw, "sigma", "cannot estimate the noise (DER_SNR gave "

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import SpectraError
 from ..units import parse_unit
+from .ids import file_stem, row_suffix
 from .options import ReaderOptions
 from .raw import RawSpectrum, Reject, canonical_label
 
@@ -66,9 +67,17 @@ def _params(node: h5py.Dataset | h5py.Group, n: int, source: str) -> dict[str, n
     return out
 
 
-def read_hdf5(data: bytes, source: str, options: ReaderOptions
-              ) -> Iterator[RawSpectrum | Reject]:
-    """Every spectrum of an HDF5 grid (raises :class:`SpectraError` for a bad file)."""
+def _attribute(h5: h5py.File, flux: h5py.Dataset, name: str):
+    """An attribute of the flux dataset, else of the file, else None."""
+    return flux.attrs.get(name, h5.attrs.get(name))
+
+
+def read_hdf5(data: bytes, source: str, options: ReaderOptions,
+              storage_options: dict | None = None) -> Iterator[RawSpectrum | Reject]:
+    """Every spectrum of an HDF5 grid (raises :class:`SpectraError` for a bad file). A
+    ``noiseless`` attribute (on the file or the flux dataset) says it holds model flux; a
+    ``medium`` attribute on the wavelengths says air or vacuum; ``resolving_power`` or
+    ``lsf_fwhm`` (Å) attributes give the resolution."""
     try:
         h5 = h5py.File(io.BytesIO(data), "r")
     except OSError as err:
@@ -94,19 +103,26 @@ def read_hdf5(data: bytes, source: str, options: ReaderOptions
         flux_text = flux_ds.attrs.get("unit", flux_ds.attrs.get("units"))
         flux_unit = None if flux_text is None else parse_unit(
             flux_text, where=source, field=f"{flux_ds.name} unit")
+        stated = "medium" in wave_ds.attrs
         medium = str(wave_ds.attrs.get("medium", options.assume_medium)).lower()
         medium = "air" if medium.startswith("air") else "vacuum"
+        noiseless = _attribute(h5, flux_ds, "noiseless")
+        resolving_power = _attribute(h5, flux_ds, "resolving_power")
+        fwhm = _attribute(h5, flux_ds, "lsf_fwhm")
         ids = None
         if options.id_key and options.id_key in h5:
             ids = [x.decode() if isinstance(x, bytes) else str(x) for x in h5[options.id_key][()]]
-        stem = PurePosixPath(source.split("://")[-1]).name.split(".")[0]
+        stem = file_stem(source)
         names = {"wave": wave_ds.name, "flux": flux_ds.name,
                  "sigma": "" if sigma_ds is None else sigma_ds.name, "mask": ""}
         for i in range(n):
             yield RawSpectrum(
-                spectrum_id=ids[i] if ids else f"{stem}#{i}",
+                spectrum_id=ids[i] if ids else stem, id_suffix="" if ids else row_suffix(i, n),
                 wave=wave, flux=flux[i], sigma=None if sigma is None else sigma[i], mask=None,
-                wave_unit=wave_unit, flux_unit=flux_unit, medium=medium,
+                wave_unit=wave_unit, flux_unit=flux_unit, medium=medium, medium_stated=stated,
+                noiseless=None if noiseless is None else bool(noiseless),
+                resolving_power=None if resolving_power is None else float(resolving_power),
+                lsf_fwhm=None if fwhm is None else float(fwhm),
                 source=f"{source}#{i}", row=i,
                 labels={k: float(v[i]) for k, v in params.items()},
                 metadata={"source": f"{source}#{i}"}, names=names,

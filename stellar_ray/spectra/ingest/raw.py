@@ -22,8 +22,6 @@ LABEL_ALIASES = {
     "vmic": "vmic", "vturb": "vmic", "xi": "vmic", "microturbulence": "vmic",
     "vsini": "vsini", "vrot": "vsini",
 }
-LABEL_UNITS = {"teff": "K", "logg": "dex", "fe_h": "dex", "alpha_fe": "dex", "vmic": "km/s",
-               "vsini": "km/s"}
 
 
 def canonical_label(name: str) -> str:
@@ -41,6 +39,11 @@ class RawSpectrum:
 
     wave: (N,) in ``wave_unit``; flux: (N,) in ``flux_unit`` (None: take the dataset's);
     sigma: (N,) or None if the file has no uncertainties; mask: (N,) uint8 MaskBit flags.
+    ``spectrum_id`` is the reader's id before ``--id-pattern``; ``id_suffix`` ('#row' in a
+    multi-row file) is appended after it. ``noiseless``: the file says it holds model flux
+    (None: it does not say). ``medium_stated``: False when ``medium`` is the assumed one.
+    ``resolving_power`` (λ/FWHM) or ``lsf_fwhm`` (Å): the resolution the file states.
+    ``arms``: (name, pixels) of the arms joined into this spectrum, in order.
     """
 
     spectrum_id: str
@@ -53,6 +56,12 @@ class RawSpectrum:
     medium: Medium
     source: str
     row: int | None = None
+    id_suffix: str = ""
+    noiseless: bool | None = None
+    medium_stated: bool = True
+    resolving_power: float | None = None
+    lsf_fwhm: float | None = None
+    arms: list[tuple[str, int]] = field(default_factory=list)
     labels: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The file's own names for the arrays, used in error messages.

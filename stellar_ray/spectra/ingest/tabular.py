@@ -2,8 +2,10 @@
 
 ``.npz``: arrays ``wave`` (N,) or (B, N), ``flux`` (N,) or (B, N), optional ``sigma``
 (or ``ivar``), ``mask`` and ``ids``; scalar or (B,) arrays named like labels (``teff``,
-``logg``, ``feh`` ...) become labels. ``.csv``: one spectrum per file with a header row naming
-the wavelength, flux and (optional) error and mask columns. Units: Å and the dataset's flux
+``logg``, ``feh`` ...) become labels; optional scalars ``medium`` ('air'/'vacuum'),
+``noiseless`` (model flux), ``resolving_power`` or ``lsf_fwhm`` (Å).
+
+``.csv``: one spectrum per file with a header row naming the wavelength, flux and (optional) error and mask columns. Units: Å and the dataset's flux
 unit unless ``wave_unit`` / ``flux_unit`` entries (npz) say otherwise.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -19,9 +20,10 @@ import pyarrow.csv as pacsv
 from astropy import units as u
 
 from ...errors import SpectraError
-from ..schema import MaskBit
 from ..units import parse_unit
+from .ids import file_stem, row_suffix
 from .options import ReaderOptions
+from .pixels import mask_from_quality, sigma_and_mask_from_ivar
 from .raw import LABEL_ALIASES, RawSpectrum, Reject, canonical_label
 
 WAVE_KEYS = ("wave", "wavelength", "lambda", "wl")
@@ -36,28 +38,27 @@ def _pick(keys: list[str], wanted: tuple[str, ...]) -> str | None:
     return next((lower[w] for w in wanted if w in lower), None)
 
 
-def _stem(source: str) -> str:
-    return PurePosixPath(source.split("://")[-1]).name.split(".")[0]
-
-
-def _sigma(arrays, keys: list[str]) -> tuple[np.ndarray | None, str]:
+def _sigma_and_mask(arrays, keys: list[str]
+                    ) -> tuple[np.ndarray | None, np.ndarray | None, str, str]:
+    """(sigma, mask, sigma's key, mask's key): pixels with ivar ≤ 0 are masked."""
+    sigma = mask = None
+    sk = mk = ""
     if (k := _pick(keys, SIGMA_KEYS)) is not None:
-        return np.asarray(arrays[k], dtype=np.float64), k
-    if (k := _pick(keys, IVAR_KEYS)) is not None:
-        ivar = np.asarray(arrays[k], dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(ivar > 0, 1.0 / np.sqrt(np.abs(ivar)), np.inf), k
-    return None, ""
+        sigma, sk = np.asarray(arrays[k], dtype=np.float64), k
+    elif (k := _pick(keys, IVAR_KEYS)) is not None:
+        (sigma, mask), sk = sigma_and_mask_from_ivar(arrays[k]), k
+    if (k := _pick(keys, MASK_KEYS)) is not None:
+        qual, mk = mask_from_quality(arrays[k]), k
+        mask = qual if mask is None or mask.shape != qual.shape else mask | qual
+    return sigma, mask, sk, mk
 
 
-def _mask(arrays, keys: list[str]) -> tuple[np.ndarray | None, str]:
-    if (k := _pick(keys, MASK_KEYS)) is None:
-        return None, ""
-    return np.where(np.asarray(arrays[k]) != 0, np.uint8(MaskBit.BAD_PIXEL), np.uint8(0)), k
+def _scalar(arrays, key: str, kind=float):
+    return kind(arrays[key]) if key in arrays else None
 
 
-def read_npz(data: bytes, source: str, options: ReaderOptions
-             ) -> Iterator[RawSpectrum | Reject]:
+def read_npz(data: bytes, source: str, options: ReaderOptions,
+             storage_options: dict | None = None) -> Iterator[RawSpectrum | Reject]:
     try:
         arrays = dict(np.load(io.BytesIO(data), allow_pickle=False))
     except Exception as err:  # noqa: BLE001 - zip or format errors
@@ -70,14 +71,14 @@ def read_npz(data: bytes, source: str, options: ReaderOptions
     flux = np.atleast_2d(np.asarray(arrays[fk], dtype=np.float64))
     b = flux.shape[0]
     wave = np.asarray(arrays[wk], dtype=np.float64)
-    sigma, sk = _sigma(arrays, keys)
-    mask, mk = _mask(arrays, keys)
+    sigma, mask, sk, mk = _sigma_and_mask(arrays, keys)
     wave_unit = parse_unit(str(arrays.get("wave_unit", "Angstrom")), where=source,
                            field="wave_unit", wavelength=True)
     flux_unit: u.UnitBase | None = None
     if "flux_unit" in arrays:
         flux_unit = parse_unit(str(arrays["flux_unit"]), where=source, field="flux_unit")
     medium = str(arrays.get("medium", options.assume_medium))
+    noiseless = _scalar(arrays, "noiseless", bool)
     ids = [str(x) for x in np.atleast_1d(arrays["ids"])] if "ids" in arrays else None
     label_keys = [k for k in keys if k.lower() in LABEL_ALIASES]
     names = {"wave": wk, "flux": fk, "sigma": sk, "mask": mk}
@@ -89,10 +90,14 @@ def read_npz(data: bytes, source: str, options: ReaderOptions
 
     for i in range(b):
         yield RawSpectrum(
-            spectrum_id=ids[i] if ids else (_stem(source) if b == 1 else f"{_stem(source)}#{i}"),
+            spectrum_id=ids[i] if ids else file_stem(source),
+            id_suffix="" if ids else row_suffix(i, b),
             wave=row_of(wave, i), flux=flux[i], sigma=row_of(sigma, i), mask=row_of(mask, i),
             wave_unit=wave_unit, flux_unit=flux_unit,
             medium="air" if medium.startswith("air") else "vacuum",
+            medium_stated="medium" in arrays, noiseless=noiseless,
+            resolving_power=_scalar(arrays, "resolving_power"),
+            lsf_fwhm=_scalar(arrays, "lsf_fwhm"),
             source=source if b == 1 else f"{source}#{i}", row=i,
             labels={canonical_label(k): float(np.atleast_1d(arrays[k])[i if np.size(
                 arrays[k]) > 1 else 0]) for k in label_keys},
@@ -100,8 +105,8 @@ def read_npz(data: bytes, source: str, options: ReaderOptions
         )
 
 
-def read_csv(data: bytes, source: str, options: ReaderOptions
-             ) -> Iterator[RawSpectrum | Reject]:
+def read_csv(data: bytes, source: str, options: ReaderOptions,
+             storage_options: dict | None = None) -> Iterator[RawSpectrum | Reject]:
     try:
         table: pa.Table = pacsv.read_csv(
             io.BytesIO(data), parse_options=pacsv.ParseOptions(delimiter=_delimiter(data)))
@@ -116,12 +121,11 @@ def read_csv(data: bytes, source: str, options: ReaderOptions
     for k in (wk, fk):
         if not np.issubdtype(arrays[k].dtype, np.number):
             raise SpectraError("column is not numeric", file=source, field=k)
-    sigma, sk = _sigma(arrays, keys)
-    mask, mk = _mask(arrays, keys)
+    sigma, mask, sk, mk = _sigma_and_mask(arrays, keys)
     yield RawSpectrum(
-        spectrum_id=_stem(source), wave=arrays[wk].astype(np.float64),
+        spectrum_id=file_stem(source), wave=arrays[wk].astype(np.float64),
         flux=arrays[fk].astype(np.float64), sigma=sigma, mask=mask, wave_unit=u.AA,
-        flux_unit=None, medium=options.assume_medium, source=source,
+        flux_unit=None, medium=options.assume_medium, medium_stated=False, source=source,
         metadata={"source": source}, names={"wave": wk, "flux": fk, "sigma": sk, "mask": mk},
     )
 

@@ -64,7 +64,7 @@ def _ray_logs() -> None:
 
 
 def _ingest_options(config: Path | None, grid: str | None, medium: str,
-                    assume_medium: str | None, id_key: str | None, flags: dict[str, bool],
+                    reader_values: dict[str, object], flags: dict[str, bool],
                     values: dict[str, object]):
     """The ingest YAML (if any) with what the command line gives on top of it."""
     from .config_files import load_config
@@ -76,18 +76,51 @@ def _ingest_options(config: Path | None, grid: str | None, medium: str,
     updates.update({k: v for k, v in values.items() if v is not None})
     if grid is not None:
         updates["grid"] = parse_grid(grid, medium=medium)
-    reader = opts.reader.model_dump()
-    if assume_medium is not None:  # only when given: the YAML's reader.assume_medium stays
-        reader["assume_medium"] = assume_medium
-    if id_key:
-        reader["id_key"] = id_key
-    updates["reader"] = reader
+    # only what is given: the YAML's reader settings (e.g. assume_medium) stay otherwise
+    updates["reader"] = {**opts.reader.model_dump(),
+                         **{k: v for k, v in reader_values.items() if v}}
     return load_config(IngestOptions, {**opts.model_dump(), **updates})
+
+
+def _catalog_options(path: str | None, id_column: str | None, label_map: str | None,
+                     missing: str | None) -> dict | None:
+    """``--labels FILE --labels-id COL [--label-map a=B,...] [--missing 9999,...]``."""
+    if path is None:
+        if id_column or label_map or missing:
+            raise ValueError("--labels-id, --label-map and --missing need --labels FILE")
+        return None
+    if not id_column:
+        raise ValueError("--labels needs --labels-id COLUMN (the catalog's id column)")
+    pairs = {}
+    for item in filter(None, (label_map or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"--label-map entry '{item}' is not label=COLUMN")
+        label, column = item.split("=", 1)
+        pairs[label.strip()] = column.strip()
+    try:
+        sentinels = [float(x) for x in filter(None, (missing or "").split(","))]
+    except ValueError as err:
+        raise ValueError(f"--missing '{missing}' must be numbers separated by commas") from err
+    return {"path": path, "id_column": id_column, "label_map": pairs, "missing": sentinels}
 
 
 def _print_ingest(summary) -> None:
     console.print(f"ingested [bold]{summary.spectra}[/] spectra from {summary.files} files "
                   f"into {summary.shards} shards at {summary.url}")
+    if summary.resumed_chunks:
+        console.print(f"resumed: {summary.resumed_chunks} chunks were done by an earlier run")
+    if summary.catalog_matched is not None:
+        console.print(f"labels catalog: {summary.catalog_matched} spectra with a row, "
+                      f"{summary.catalog_unmatched} without; {summary.catalog_unused} "
+                      "catalog rows without a spectrum")
+    if summary.assumed_medium:
+        medium = summary.manifest.provenance.config["reader"]["assume_medium"]
+        console.print(f"[yellow]{summary.assumed_medium} files did not state their wavelength "
+                      f"medium[/] and were read as {medium} (--assume-medium)")
+    if summary.mixed_resolution:
+        console.print(f"[yellow]the spectra differ in resolution[/] "
+                      f"({len(summary.mixed_resolution)} kinds): none recorded; "
+                      "--degrade-to R brings them to one")
     if summary.rejects:
         console.print(f"[yellow]{len(summary.rejects)} set aside[/] (see "
                       f"{summary.url}/_rejects.parquet):")
@@ -97,6 +130,18 @@ def _print_ingest(summary) -> None:
     if summary.dropped_labels:
         console.print(f"{summary.dropped_labels} label values dropped (labels not in the "
                       "first file; name them in the config's 'labels')")
+
+
+IdPattern = Annotated[str | None, typer.Option(
+    help="regex whose first group, searched in the id (default: the file name without "
+    "its extension), is the id, e.g. 's(\\d{4})v'")]
+LabelsFile = Annotated[str | None, typer.Option(
+    "--labels", help="label catalog: CSV, text with a (#) header, FITS, Parquet, VOTable")]
+LabelsId = Annotated[str | None, typer.Option(help="the catalog's id column")]
+LabelMap = Annotated[str | None, typer.Option(
+    help="dataset label = catalog column, comma-separated, e.g. teff=TEFF,logg=LOGG")]
+Missing = Annotated[str | None, typer.Option(
+    help="catalog values meaning null, comma-separated, e.g. 9999,99999")]
 
 
 @app.command()
@@ -114,12 +159,27 @@ def ingest(
         help="flux unit of the dataset (astropy string; '' = normalised)")] = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML file of ingest options (command-line values win)")] = None,
+    noiseless: Annotated[bool, typer.Option(
+        help="model spectra: store the flux as noiseless model flux, no uncertainties")
+    ] = False,
     mask_nonfinite: Annotated[bool, typer.Option(
         help="mask NaN/inf flux pixels instead of rejecting the spectrum")] = False,
     estimate_sigma: Annotated[bool, typer.Option(
         help="estimate missing uncertainties with DER_SNR")] = False,
     id_key: Annotated[str | None, typer.Option(
         help="header keyword or column holding the spectrum id")] = None,
+    id_pattern: IdPattern = None,
+    labels: LabelsFile = None,
+    labels_id: LabelsId = None,
+    label_map: LabelMap = None,
+    missing: Missing = None,
+    resolution: Annotated[float | None, typer.Option(
+        help="resolving power λ/Δλ of files that do not state it")] = None,
+    fwhm: Annotated[float | None, typer.Option(
+        help="LSF FWHM (Å) of files that do not state their resolution")] = None,
+    degrade_to: Annotated[float | None, typer.Option(
+        help="convolve every spectrum down to this resolving power (never sharpens)")
+    ] = None,
     rows_per_shard: Annotated[int | None, typer.Option()] = None,
     files_per_task: Annotated[int | None, typer.Option()] = None,
     survey: Annotated[str | None, typer.Option()] = None,
@@ -128,19 +188,54 @@ def ingest(
     address: Address = None,
     storage_options: StorageOptions = None,
 ) -> None:
-    """Ingest FITS, HDF5, NumPy or CSV spectra into a sharded dataset."""
+    """Ingest FITS, HDF5, NumPy or CSV spectra into a sharded dataset (a killed run resumes
+    when rerun as it was)."""
     from .spectra.ingest import ingest as run_ingest
 
     with _reported():
         opts = _ingest_options(
-            config, grid, medium, assume_medium, id_key,
+            config, grid, medium,
+            reader_values={"assume_medium": assume_medium, "id_key": id_key,
+                           "id_pattern": id_pattern},
             flags={"overwrite": overwrite, "mask_nonfinite": mask_nonfinite,
-                   "estimate_sigma": estimate_sigma},
+                   "estimate_sigma": estimate_sigma, "noiseless": noiseless},
             values={"flux_unit": flux_unit, "rows_per_shard": rows_per_shard,
-                    "files_per_task": files_per_task, "survey": survey, "mode": mode})
+                    "files_per_task": files_per_task, "survey": survey, "mode": mode,
+                    "resolution": resolution, "fwhm": fwhm, "degrade_to": degrade_to,
+                    "catalog": _catalog_options(labels, labels_id, label_map, missing)})
         summary = run_ingest(sources, to, opts, storage_options=_storage(storage_options),
                              address=address)
     _print_ingest(summary)
+
+
+@app.command("label")
+def label_command(
+    dataset: Annotated[str, typer.Argument(help="URL of an existing dataset")],
+    from_: Annotated[str, typer.Option(
+        "--from", help="label catalog: CSV, text with a (#) header, FITS, Parquet, VOTable")],
+    to: Annotated[str, typer.Option("--to", help="URL of the new, labelled dataset")],
+    labels_id: Annotated[str, typer.Option(help="the catalog's id column")],
+    label_map: LabelMap = None,
+    missing: Missing = None,
+    id_pattern: IdPattern = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing dataset at --to")
+                         ] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Join a label catalog onto a dataset by id, into a new dataset (the old one stays)."""
+    from .spectra.ingest.label_catalog import LabelCatalogOptions
+    from .spectra.ingest.relabel import label_dataset
+
+    with _reported():
+        catalog = LabelCatalogOptions(**_catalog_options(from_, labels_id, label_map, missing))
+        summary = label_dataset(dataset, catalog, to, id_pattern=id_pattern,
+                                overwrite=overwrite, storage_options=_storage(storage_options),
+                                address=address)
+    console.print(f"labelled {summary.spectra} spectra into {summary.url} "
+                  f"({', '.join(summary.labels)}): {summary.matched} with a catalog row, "
+                  f"{summary.unmatched} without; {summary.catalog_unused} catalog rows "
+                  "without a spectrum")
 
 
 @app.command()
@@ -298,7 +393,11 @@ def info(url: str, storage_options: StorageOptions = None) -> None:
     table.add_row("grid", f"{m.npix} pixels, {wave[0]:.2f}–{wave[-1]:.2f} Å ({m.grid.medium}),"
                   f" arms {', '.join(a.name for a in m.grid.arms)}")
     table.add_row("flux unit", m.flux_unit or "normalised")
-    table.add_row("uncertainties", m.uncertainties)
+    table.add_row("uncertainties", m.uncertainties + (" (model flux)" if m.model_flux else ""))
+    for res in m.resolution:
+        figure = (f"R = {res.resolving_power:.0f}" if res.resolving_power
+                  else f"FWHM = {res.lsf_fwhm:.3f} Å")
+        table.add_row("resolution", f"{figure} over {res.lo:.1f}–{res.hi:.1f} Å ({res.origin})")
     table.add_row("labels", ", ".join(f"{lab.name} ({lab.unit or '-'})" for lab in m.labels)
                   or "none")
     table.add_row("produced by", f"{m.provenance.producer} {m.provenance.code_version} "

@@ -32,6 +32,7 @@ from ..spectra.dataset import (
     write_shard,
 )
 from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
+from ..spectra.resolution import Resolution
 from ..spectra.schema import MODEL_FLUX
 from ..spectra.storage import join, read_bytes, resolve, retrying, write_bytes_atomic
 from ..version import code_version
@@ -113,6 +114,8 @@ def survey_manifest(config: SimulationConfig) -> Manifest:
         model_flux=config.noise,
         labels=[LabelSpec(name=lab.name, unit=lab.unit, description=lab.description)
                 for lab in LABELS if lab.name in DATASET_LABELS],
+        resolution=[Resolution(lo=arm.lo, hi=arm.hi, resolving_power=arm.resolving_power,
+                               origin="simulated") for arm in inst.arms],
         rows_per_shard=config.rows_per_shard,
         provenance=Provenance(producer="stellar-ray simulate",
                               config=config.model_dump(mode="json"),

@@ -8,6 +8,7 @@ unit string, '' for normalised flux).
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 from astropy import units as u
@@ -40,7 +41,9 @@ def parse_unit(text: str | None, *, where: str, field: str, wavelength: bool = F
                 cleaned = cleaned[: -len(tail)] + "/Angstrom"
     for fmt in ("fits", "generic"):
         try:
-            unit = u.Unit(cleaned, format=fmt)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", u.UnitsWarning)  # 'erg/s/cm2/Å' is common
+                unit = u.Unit(cleaned, format=fmt)
             break
         except ValueError:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +12,9 @@ from astropy import units as u
 
 from ...errors import SpectraError
 from ...quantities import SNR_WINDOW_A
-from ..batch import find_problems
+from ..batch import SpectrumBatch, find_problems
 from ..grid import WavelengthGrid
+from ..manifest import Manifest
 from ..resample import Resampler
 from ..resolution import degrade
 from ..schema import UNUSABLE, MaskBit
@@ -228,3 +230,21 @@ class Conformer:
         if key not in self._resamplers:
             self._resamplers[key] = Resampler.between(wave, self.wave_out)
         return self._resamplers[key]
+
+
+def rows_to_batch(rows: Sequence[Row], manifest: Manifest) -> SpectrumBatch:
+    """Conformed rows as a batch of ``manifest``'s schema (labels and metadata it does not
+    list are left out; noiseless datasets keep the flux as model flux too)."""
+    known = set(manifest.label_names)
+    meta_names = {f.name for f in manifest.metadata_fields()}
+    flux = np.stack([r.flux for r in rows])
+    return SpectrumBatch(
+        spectrum_id=[r.spectrum_id for r in rows],
+        flux=flux,
+        sigma=np.stack([r.sigma for r in rows]),
+        mask=np.stack([r.mask for r in rows]),
+        model_flux=flux if manifest.model_flux else None,
+        labels={n: np.array([r.labels.get(n, np.nan) for r in rows]) for n in known} or None,
+        metadata={n: np.array([r.metadata.get(n) for r in rows], dtype=object)
+                  for n in meta_names if any(n in r.metadata for r in rows)},
+    )

@@ -6,7 +6,8 @@
   e.g. ``BLUE``, ``GREEN``, ``RED``), joined in increasing wavelength into one multi-arm
   spectrum; where arms overlap, the redder arm starts after the bluer arm's last pixel.
 - **SDSS/BOSS** (``COADD``): one row per pixel with scalar columns ``loglam`` (log10 Å),
-  ``flux``, ``ivar``, ``and_mask`` (and ``wdisp``, the LSF σ in units of 1e-4 dex pixels).
+  ``flux``, ``ivar``, ``and_mask`` (and ``wdisp``, the LSF σ in pixels); the primary
+  header's ``COEFF0``/``COEFF1`` give the exact log-linear grid.
 """
 
 from __future__ import annotations
@@ -149,6 +150,12 @@ def _read_per_pixel(hdu: fits.BinTableHDU, header: fits.Header, columns: _Column
     """One spectrum from a table with one row per pixel (SDSS/BOSS). SDSS wavelengths are
     vacuum; the resolving power is the median of ``wdisp`` converted to λ/FWHM."""
     wave, flux, sigma, mask = columns.arrays(hdu.data)
+    if columns.wave.upper() == "LOGLAM" and "COEFF0" in header and "COEFF1" in header:
+        # loglam is stored as float32; the exact grid is COEFF0 + COEFF1 · i (log10 Å)
+        exact = 10.0 ** (float(header["COEFF0"]) + float(header["COEFF1"]) *
+                         np.arange(wave.size))
+        if np.allclose(exact, wave, rtol=1e-6):
+            wave = exact
     medium, stated = medium_of(header, options)
     if not stated and columns.wave.upper() == "LOGLAM":
         medium, stated = "vacuum", True  # SDSS/BOSS spectra are in vacuum

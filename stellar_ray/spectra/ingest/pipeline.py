@@ -26,13 +26,12 @@ from ...errors import SpectraError
 from ...quantities import default_unit
 from ...runtime import init_ray
 from ...version import code_version
-from ..batch import SpectrumBatch
 from ..dataset import commit_manifest, dataset_exists, delete_dataset, put_table, write_shard
 from ..grid import ArmGrid, WavelengthGrid
 from ..manifest import ColumnSpec, LabelSpec, Manifest, Provenance
 from ..resolution import Resolution
 from ..storage import read_bytes, resolve
-from .conform import Conformer, Row, Target
+from .conform import Conformer, Row, Target, rows_to_batch
 from .fits import read_fits
 from .hdf5 import read_hdf5
 from .ids import apply_id_pattern, compile_id_pattern, id_key_for_matching
@@ -168,22 +167,6 @@ def read_file(url: str, options: ReaderOptions, storage_options: dict | None = N
         yield Reject(url, None, None, None, f"cannot read the file ({err})")
 
 
-def _rows_to_batch(rows: list[Row], manifest: Manifest) -> SpectrumBatch:
-    known = set(manifest.label_names)
-    meta_names = {f.name for f in manifest.metadata_fields()}
-    flux = np.stack([r.flux for r in rows])
-    return SpectrumBatch(
-        spectrum_id=[r.spectrum_id for r in rows],
-        flux=flux,
-        sigma=np.stack([r.sigma for r in rows]),
-        mask=np.stack([r.mask for r in rows]),
-        model_flux=flux if manifest.model_flux else None,
-        labels={n: np.array([r.labels.get(n, np.nan) for r in rows]) for n in known} or None,
-        metadata={n: np.array([r.metadata.get(n) for r in rows], dtype=object)
-                  for n in meta_names if any(n in r.metadata for r in rows)},
-    )
-
-
 def ingest_chunk(chunk: int, files: list[str], url: str, manifest: Manifest, target: Target,
                  options: IngestOptions, catalog: LabelCatalog | None,
                  storage_options: dict | None) -> ChunkRecord:
@@ -200,10 +183,9 @@ def ingest_chunk(chunk: int, files: list[str], url: str, manifest: Manifest, tar
     resolutions: set[tuple[float | None, float | None, str]] = set()
     matched: list[str] = []
     extras = {"survey": options.survey, "mode": options.mode}
-    pattern = compile_id_pattern(options.reader.id_pattern) if catalog else None
 
     def flush(n: int) -> None:
-        batch = _rows_to_batch(rows[:n], manifest)
+        batch = rows_to_batch(rows[:n], manifest)
         name = f"part-{chunk:06d}-{len(shards):04d}.parquet"
         shards.append(write_shard(url, name, batch, manifest, storage_options).record)
         del rows[:n]
@@ -221,10 +203,10 @@ def ingest_chunk(chunk: int, files: list[str], url: str, manifest: Manifest, tar
             if not item.medium_stated:
                 assumed.add(f)
             resolutions.add(conform.input_resolution(item))
-            if catalog is not None and (at := catalog.row_of(result.spectrum_id, pattern)
-                                        ) is not None:
+            # the id is already cut by --id-pattern: it meets the catalog's ids as it is
+            if catalog is not None and (at := catalog.row_of(result.spectrum_id)) is not None:
                 result.labels.update(catalog.labels_of(at))
-                matched.append(_catalog_key(result.spectrum_id, pattern))
+                matched.append(id_key_for_matching(result.spectrum_id))
             record.dropped_labels += sum(1 for k in result.labels
                                          if k not in manifest.label_names)
             result.metadata.update({k: v for k, v in extras.items() if v is not None})
@@ -244,10 +226,6 @@ def ingest_chunk(chunk: int, files: list[str], url: str, manifest: Manifest, tar
         "resolutions": sorted(resolutions, key=str)})
     IngestRecords(url, storage_options).write(record)
     return record
-
-
-def _catalog_key(spectrum_id: str, pattern) -> str:
-    return id_key_for_matching(apply_id_pattern(spectrum_id, pattern, ""))
 
 
 def _peek(files: list[str], options: IngestOptions, storage_options: dict | None

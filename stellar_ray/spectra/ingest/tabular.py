@@ -5,8 +5,9 @@
 ``logg``, ``feh`` ...) become labels; optional scalars ``medium`` ('air'/'vacuum'),
 ``noiseless`` (model flux), ``resolving_power`` or ``lsf_fwhm`` (Å).
 
-``.csv``: one spectrum per file with a header row naming the wavelength, flux and (optional) error and mask columns. Units: Å and the dataset's flux
-unit unless ``wave_unit`` / ``flux_unit`` entries (npz) say otherwise.
+``.csv``: one spectrum per file with a header row naming the wavelength, flux and
+(optional) error and mask columns. Units: Å and the dataset's flux unit unless
+``wave_unit`` / ``flux_unit`` entries (npz) say otherwise.
 """
 
 from __future__ import annotations

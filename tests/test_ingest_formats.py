@@ -189,3 +189,56 @@ def test_specutils_round_trip(ray_session, tmp_path):
         assert np.array_equal(getattr(back, name), getattr(batch, name)), name
     assert back.labels["teff"][0] == 5123.0
     validate_dataset(url)
+
+
+def label_table():
+    from astropy.table import Table
+
+    table = Table({"ID": ["0001", "0002", "0003"], "TEFF": [5777.0, 4800.0, 99999.0],
+                   "LOGG": [4.44, 2.5, 9999.0], "FEH": [0.0, -0.5, 0.1]})
+    table["TEFF"].unit = "K"
+    return table
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".csv", "ascii.csv"), (".fits", "fits"),
+                                        (".vot", "votable"), (".parquet", None),
+                                        (".txt", "ascii.basic")])
+def test_label_catalogs_in_every_format(tmp_path, suffix, fmt):
+    """CSV, FITS, VOTable, Parquet and whitespace text give the same labels; sentinels are
+    nulls; numeric ids meet zero-padded ones; the table's units are kept."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stellar_ray.spectra.ingest.label_catalog import LabelCatalogOptions, read_label_catalog
+
+    path = tmp_path / f"labels{suffix}"
+    table = label_table()
+    if fmt is None:
+        pq.write_table(pa.table({c: list(table[c]) for c in table.colnames}), path)
+    else:
+        table.write(path, format=fmt)
+    catalog = read_label_catalog(LabelCatalogOptions(
+        path=str(path), id_column="id", label_map={"teff": "TEFF", "logg": "logg",
+                                                   "fe_h": "FEH"},
+        missing=[9999, 99999]))
+    assert catalog.units == {"teff": "K", "logg": "dex", "fe_h": "dex"}
+    row = catalog.row_of("2")  # '0002' in the file (or 2, where the format made it a number)
+    assert catalog.labels_of(row) == {"teff": 4800.0, "logg": 2.5, "fe_h": -0.5}
+    third = catalog.labels_of(catalog.row_of("0003"))
+    assert np.isnan(third["teff"]) and np.isnan(third["logg"]) and third["fe_h"] == 0.1
+
+
+def test_label_catalog_errors_name_the_file_row_and_column(tmp_path):
+    from stellar_ray.errors import SpectraError
+    from stellar_ray.spectra.ingest.label_catalog import LabelCatalogOptions, read_label_catalog
+
+    path = tmp_path / "labels.txt"
+    path.write_text("# id teff\n1 5000\n01 5100\n")
+    with pytest.raises(SpectraError, match=r"labels.txt: row 1: field 'id': id '01' appears "
+                                           r"twice \(rows 0 and 1\)"):
+        read_label_catalog(LabelCatalogOptions(path=str(path), id_column="id"))
+    with pytest.raises(SpectraError, match="no id column 'star'"):
+        read_label_catalog(LabelCatalogOptions(path=str(path), id_column="star"))
+    with pytest.raises(SpectraError, match="--label-map names column 'TEF'"):
+        read_label_catalog(LabelCatalogOptions(path=str(path), id_column="id",
+                                               label_map={"teff": "TEF"}))

@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import ray
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 _VERBOSE = {"on": False}
 
@@ -84,4 +87,6 @@ def ray_log_dir() -> str | None:
 
 def pick_device() -> torch.device:
     """The first CUDA device when this process sees one, else the CPU."""
+    import torch  # here: starting Ray for data work should not import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -121,7 +121,7 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
                   scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
     summary = sweep(SweepConfig(base=base, search={"optim.lr": {"choice": [1e-4, 3e-4, 1e-3,
                                                                             3e-3]}},
-                                num_samples=4, max_concurrent=2))
+                                num_samples=4, max_concurrent=4))
     table = pq.read_table(summary["results"]).to_pandas()
     assert len(table) == 4 == summary["trials"]
     assert summary["params"]["optim.lr"] in (1e-4, 3e-4, 1e-3, 3e-3)
@@ -133,7 +133,7 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
 def test_pbt_exploit_continues_from_the_donors_weights(survey, tmp_path):
     from stellar_ray.training.sweep import SweepConfig, sweep
 
-    base = config(survey, tmp_path, "payne", optim={"epochs": 3},
+    base = config(survey, tmp_path, "payne", optim={"epochs": 2},
                   scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
     summary = sweep(SweepConfig(
         base=base, search={"optim.lr": {"choice": [1e-6, 3e-3]}}, num_samples=2,

@@ -4,7 +4,6 @@ run the Ray Train ``TorchTrainer``, and write the artifact from the best checkpo
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from ..spectra.dataset import load_manifest
 from ..spectra.manifest import Manifest
 from ..spectra.raydata import read_spectra
 from ..spectra.schema import MODEL_FLUX
+from ..spectra.split import ValidationRows
 from .config import TrainConfig
 from .loop import CHECKPOINT_FILE, train_loop_per_worker
 from .reports import ForwardReports, epoch_line, fit_reporting, report_queue
@@ -59,11 +59,6 @@ class TrainResult:
                 f"{best.get('val_loss', float('nan')):.4g} at epoch "
                 f"{int(best.get('epoch', -1)) + 1}\nartifact: {self.artifact}\n"
                 f"checkpoints: {self.run_path}")
-
-
-def _in_validation(ids: np.ndarray, fraction: float) -> np.ndarray:
-    """Stable split by CRC-32 of the spectrum id."""
-    return np.array([zlib.crc32(str(i).encode()) % 10_000 < fraction * 10_000 for i in ids])
 
 
 def _check_data(cfg: TrainConfig, manifest: Manifest, url: str) -> dict[str, Any]:
@@ -128,8 +123,8 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
         train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so, **task)
         if not cfg.data.validation:
             frac = cfg.data.validation_fraction
-            val_ds = train_ds.map_batches(_validation_rows(frac, True), **task)
-            train_ds = train_ds.map_batches(_validation_rows(frac, False), **task)
+            val_ds = train_ds.map_batches(ValidationRows(frac, keep=True), **task)
+            train_ds = train_ds.map_batches(ValidationRows(frac, keep=False), **task)
         train_ds = train_ds.materialize()
     if cfg.data.validation:
         if load_manifest(cfg.data.validation, so).grid != manifest.grid:
@@ -138,15 +133,6 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
         val_ds = read_spectra(cfg.data.validation, columns=columns, storage_options=so,
                               **task)
     return train_ds, val_ds.materialize()
-
-
-def _validation_rows(fraction: float, keep: bool):
-    """A batch transform keeping the rows whose spectrum_id hashes into (``keep``) or out of
-    the validation set."""
-    def select(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = _in_validation(batch["spectrum_id"], fraction) == keep
-        return {k: v[rows] for k, v in batch.items()}
-    return select
 
 
 def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:

@@ -181,7 +181,9 @@ def ingest(
         help="convolve every spectrum down to this resolving power (never sharpens)")
     ] = None,
     rows_per_shard: Annotated[int | None, typer.Option()] = None,
-    files_per_task: Annotated[int | None, typer.Option()] = None,
+    files_per_task: Annotated[int | None, typer.Option(
+        help="files per Ray task and commit record (default: about 64 tasks, 16-1024 files "
+        "each)")] = None,
     survey: Annotated[str | None, typer.Option()] = None,
     mode: Annotated[str | None, typer.Option(help="instrument mode, e.g. LRS or HRS")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing dataset")] = False,

@@ -48,6 +48,8 @@ def _quiet() -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # its notice that the bars we turned off are off
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,

@@ -74,7 +74,7 @@ class IngestOptions(BaseModel):
     fwhm: float | None = Field(default=None, gt=0, description="Å")
     degrade_to: float | None = Field(default=None, gt=0)
     rows_per_shard: int = 4096
-    files_per_task: int = 16
+    files_per_task: int | None = Field(default=None, gt=0)  # None: see files_per_chunk
     survey: str | None = None
     mode: str | None = None
     overwrite: bool = False
@@ -106,6 +106,20 @@ class IngestSummary:
     catalog_unmatched: int | None = None  # spectra without one
     catalog_unused: int | None = None  # catalog rows without a spectrum
     mixed_resolution: list[tuple[float | None, float | None]] = field(default_factory=list)
+
+
+#: Automatic chunking: about this many chunks, each of this many files at least and at most.
+TARGET_CHUNKS, MIN_FILES_PER_CHUNK, MAX_FILES_PER_CHUNK = 64, 16, 1024
+
+
+def files_per_chunk(n_files: int, options: IngestOptions) -> int:
+    """Files per Ray task (and per commit record): ``files_per_task`` if given, else about
+    :data:`TARGET_CHUNKS` chunks, so that shards of single-spectrum files are not tiny and
+    the work still spreads over a cluster. Depends on the inputs only, never on the
+    cluster's size, so that a rerun on another cluster resumes the same chunks."""
+    if options.files_per_task is not None:
+        return options.files_per_task
+    return int(np.clip(-(-n_files // TARGET_CHUNKS), MIN_FILES_PER_CHUNK, MAX_FILES_PER_CHUNK))
 
 
 def _reader_for(path: str):
@@ -282,6 +296,7 @@ def ingest(sources: Sequence[str], to: str, options: IngestOptions | None = None
     A run killed midway resumes when rerun with the same inputs and options."""
     options = options or IngestOptions()
     files = expand_sources(sources, storage_options)
+    options = options.model_copy(update={"files_per_task": files_per_chunk(len(files), options)})
     plan = plan_fingerprint(files, options.model_dump(mode="json", exclude={"overwrite"}))
     records = IngestRecords(to, storage_options)
     _prepare_destination(to, records, plan, options, storage_options)

@@ -298,7 +298,8 @@ def tune_command(
 
 @app.command("infer")
 def infer_command(
-    model: Annotated[str | None, typer.Argument(help="URL of the model artifact")] = None,
+    model: Annotated[str | None, typer.Argument(
+        help="URL of the model artifact (or an inference YAML, as with --config)")] = None,
     data: Annotated[str | None, typer.Argument(help="URL of the spectrum dataset")] = None,
     to: Annotated[str | None, typer.Option("--to", help="URL of the catalog")] = None,
     config: Annotated[Path | None, typer.Option(
@@ -314,6 +315,9 @@ def infer_command(
     from .inference.config import InferConfig
     from .inference.pipeline import infer
 
+    if config is None and model and model.lower().endswith((".yaml", ".yml")) and \
+            Path(model).is_file():  # `stellar-ray infer job.yaml`, like `train` and `simulate`
+        config, model = Path(model), None
     with _reported():
         base = yaml.safe_load(config.read_text()) if config else {}
         base.update({k: v for k, v in {"model": model, "data": data, "to": to, "mode": mode,

@@ -222,9 +222,9 @@ def test_label_catalogs_in_every_format(tmp_path, suffix, fmt):
                                                    "fe_h": "FEH"},
         missing=[9999, 99999]))
     assert catalog.units == {"teff": "K", "logg": "dex", "fe_h": "dex"}
-    row = catalog.row_of("2")  # '0002' in the file (or 2, where the format made it a number)
+    _, row = catalog.lookup("2")  # '0002' in the file (or 2, where the format made it a number)
     assert catalog.labels_of(row) == {"teff": 4800.0, "logg": 2.5, "fe_h": -0.5}
-    third = catalog.labels_of(catalog.row_of("0003"))
+    third = catalog.labels_of(catalog.lookup("0003")[1])
     assert np.isnan(third["teff"]) and np.isnan(third["logg"]) and third["fe_h"] == 0.1
 
 

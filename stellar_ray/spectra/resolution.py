@@ -44,13 +44,6 @@ class Resolution(BaseModel):
             raise ValueError("give exactly one of resolving_power and lsf_fwhm")
         return self
 
-    def resolving_power_at(self, wave_a: np.ndarray) -> np.ndarray:
-        """λ/FWHM at ``wave_a`` (Å)."""
-        wave_a = np.asarray(wave_a, dtype=np.float64)
-        if self.resolving_power is not None:
-            return np.full(wave_a.shape, self.resolving_power)
-        return wave_a / self.lsf_fwhm
-
 
 def fwhm_ln(wave_a: np.ndarray, resolving_power: float | None, lsf_fwhm: float | None
             ) -> np.ndarray:
@@ -93,13 +86,12 @@ def degrade(wave_a: np.ndarray, flux: np.ndarray, sigma: np.ndarray, mask: np.nd
     s = np.interp(x, x_in, kernel_sigma)
     kernel = _gaussian_rows(x, s)
     usable = ((mask_u & np.uint8(UNUSABLE)) == 0).astype(np.float64)
-    weight = kernel @ usable
-    total = np.asarray(kernel.sum(axis=1)).ravel()
+    weight = kernel @ usable  # the rows sum to 1: the usable share of each kernel
     with np.errstate(invalid="ignore", divide="ignore"):
         out_flux = (kernel @ (flux_u * usable)) / weight
         safe_sigma = np.where(usable > 0, sigma_u, 0.0).astype(np.float64)
         out_sigma = np.sqrt(kernel.multiply(kernel) @ (safe_sigma**2)) / weight
-    thin = ~(weight > 0.5 * total)
+    thin = ~(weight > 0.5)
     out_mask = mask_u.copy()
     out_mask[thin] |= np.uint8(MaskBit.BAD_PIXEL)
     out_flux = np.where(thin, 0.0, out_flux)

@@ -19,6 +19,7 @@ from specutils import Spectrum
 from ..errors import SpectraError
 from .batch import SpectrumBatch
 from .ingest.conform import Conformer, Target, rows_to_batch
+from .ingest.pixels import sigma_from_ivar
 from .ingest.raw import RawSpectrum, Reject
 from .manifest import Manifest
 from .schema import UNUSABLE, MaskBit
@@ -79,9 +80,7 @@ def _sigma(spectrum: Spectrum, unit: u.UnitBase) -> np.ndarray | None:
     if isinstance(unc, VarianceUncertainty):
         return np.sqrt(np.asarray(unc.quantity.to_value(unit**2), dtype=np.float64))
     if isinstance(unc, InverseVariance):
-        ivar = np.asarray(unc.quantity.to_value(unit**-2), dtype=np.float64)
-        with np.errstate(divide="ignore"):
-            return np.where(ivar > 0, 1.0 / np.sqrt(np.where(ivar > 0, ivar, 1.0)), np.inf)
+        return sigma_from_ivar(unc.quantity.to_value(unit**-2))
     raise SpectraError(f"uncertainty type {type(unc).__name__} is not supported",
                        field="uncertainty")
 

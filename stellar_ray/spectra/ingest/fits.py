@@ -63,7 +63,7 @@ def read_fits(data: bytes, source: str, options: ReaderOptions,
             return
         stacked = _apstar_images(hdul)
         if stacked is not None:
-            yield _read_apstar(hdul, source, options)
+            yield _read_apstar(stacked, hdul, source, options)
             return
         image = next((h for h in hdul if h.is_image and h.data is not None
                       and h.data.ndim == 1), None)
@@ -151,10 +151,12 @@ def _apstar_images(hdul: fits.HDUList) -> list[fits.ImageHDU] | None:
     return [flux, err, mask]
 
 
-def _read_apstar(hdul: fits.HDUList, source: str, options: ReaderOptions) -> RawSpectrum:
-    """The combined spectrum (row 0) of an apStar-style file: vacuum wavelengths (APOGEE's)
-    unless the header says otherwise, APOGEE pixel-mask bits for bad pixels."""
-    flux_hdu, err_hdu, mask_hdu = _apstar_images(hdul)
+def _read_apstar(images: list[fits.ImageHDU], hdul: fits.HDUList, source: str,
+                 options: ReaderOptions) -> RawSpectrum:
+    """The combined spectrum (row 0) of an apStar-style file (``images``: its flux, error and
+    mask HDUs): vacuum wavelengths (APOGEE's) unless the header says otherwise, APOGEE
+    pixel-mask bits for bad pixels."""
+    flux_hdu, err_hdu, mask_hdu = images
     header = hdul[0].header.copy()
     header.update(flux_hdu.header)
 

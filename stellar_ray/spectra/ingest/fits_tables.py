@@ -20,6 +20,7 @@ from astropy import units as u
 from astropy.io import fits
 
 from ...errors import SpectraError
+from ..resolution import FWHM_PER_SIGMA
 from ..units import parse_unit
 from .fits_header import header_metadata, header_resolution, medium_of, spectrum_id
 from .ids import row_suffix
@@ -34,7 +35,6 @@ IVAR_COLUMNS = ("IVAR", "INVVAR", "ERR_IVAR")
 QUAL_COLUMNS = ("QUAL", "QUALITY", "MASK", "AND_MASK")
 #: The LSF's Gaussian σ per pixel, in pixels of the log-linear grid (SDSS ``wdisp``).
 DISPERSION_COLUMNS = ("WDISP",)
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def find_column(names: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -180,6 +180,27 @@ def _resolving_power_from_dispersion(wdisp: np.ndarray, wave: np.ndarray) -> flo
     return float(1.0 / fwhm_ln)
 
 
+@dataclass
+class _Arm:
+    """One arm of a per-arm file: its pixels (λ in Å) and where they came from."""
+
+    name: str
+    wave: np.ndarray
+    flux: np.ndarray
+    sigma: np.ndarray | None
+    mask: np.ndarray
+    columns: _Columns
+    header: fits.Header
+
+    def redward_of(self, top: float) -> _Arm:
+        """The arm's pixels above ``top`` Å, in increasing wavelength."""
+        order = np.argsort(self.wave)
+        keep = order[self.wave[order] > top]
+        return _Arm(self.name, self.wave[keep], self.flux[keep],
+                    None if self.sigma is None else self.sigma[keep], self.mask[keep],
+                    self.columns, self.header)
+
+
 def _join_arms(tables: list[fits.BinTableHDU], primary: fits.Header, source: str,
                options: ReaderOptions) -> RawSpectrum:
     """4MOST L1 per-arm file: one-row tables, one per arm, joined into one spectrum."""
@@ -189,35 +210,35 @@ def _join_arms(tables: list[fits.BinTableHDU], primary: fits.Header, source: str
         header.update(hdu.header)
         columns = _Columns.of(hdu, header, source)
         wave, flux, sigma, mask = columns.arrays(hdu.data[0])
-        wave = (wave * columns.wave_unit).to_value(u.AA)
-        parts.append((hdu.name or f"arm{len(parts)}", wave, flux, sigma, mask, columns, header))
-    parts.sort(key=lambda p: p[1].min())
-    units = {str(p[5].flux_unit) for p in parts}
+        parts.append(_Arm(hdu.name or f"arm{len(parts)}", (wave * columns.wave_unit).to_value(
+            u.AA), flux, sigma, np.zeros(wave.size, np.uint8) if mask is None else mask,
+            columns, header))
+    parts.sort(key=lambda arm: arm.wave.min())
+    units = {str(arm.columns.flux_unit) for arm in parts}
     if len(units) > 1:
         raise SpectraError(f"the arms' flux units differ ({sorted(units)})", file=source,
                            field="TUNIT of FLUX")
-    if any((p[3] is None) != (parts[0][3] is None) for p in parts):
+    if any((arm.sigma is None) != (parts[0].sigma is None) for arm in parts):
         raise SpectraError("some arms have uncertainties and some do not", file=source,
                            field="ERR_FLUX")
-    pieces, arms, top = [], [], -np.inf
-    for name, wave, flux, sigma, mask, _, _ in parts:
-        order = np.argsort(wave)
-        keep = order[wave[order] > top]
-        if keep.size == 0:
-            raise SpectraError(f"arm {name} lies inside the bluer arms", file=source, field=name)
-        pieces.append((wave[keep], flux[keep], None if sigma is None else sigma[keep],
-                       np.zeros(keep.size, np.uint8) if mask is None else mask[keep]))
-        arms.append((name, int(keep.size)))
-        top = wave[keep].max()
-    header = parts[0][6]
-    medium, stated = medium_of(header, options)
-    resolving_power, fwhm = header_resolution(header)
+    arms, top = [], -np.inf
+    for part in parts:  # where arms overlap, the redder one starts after the bluer one
+        arm = part.redward_of(top)
+        if arm.wave.size == 0:
+            raise SpectraError(f"arm {arm.name} lies inside the bluer arms", file=source,
+                               field=arm.name)
+        arms.append(arm)
+        top = arm.wave[-1]
+    first = parts[0]
+    medium, stated = medium_of(first.header, options)
+    resolving_power, fwhm = header_resolution(first.header)
     return RawSpectrum(
         spectrum_id=spectrum_id(primary, source, options),
-        wave=np.concatenate([p[0] for p in pieces]), flux=np.concatenate([p[1] for p in pieces]),
-        sigma=None if pieces[0][2] is None else np.concatenate([p[2] for p in pieces]),
-        mask=np.concatenate([p[3] for p in pieces]), wave_unit=u.AA,
-        flux_unit=parts[0][5].flux_unit, medium=medium, medium_stated=stated, source=source,
-        resolving_power=resolving_power, lsf_fwhm=fwhm, arms=arms,
-        metadata=header_metadata(header, source),
-        names={**parts[0][5].names, "wave": "WAVE of " + "+".join(a for a, _ in arms)})
+        wave=np.concatenate([a.wave for a in arms]), flux=np.concatenate([a.flux for a in arms]),
+        sigma=None if first.sigma is None else np.concatenate([a.sigma for a in arms]),
+        mask=np.concatenate([a.mask for a in arms]), wave_unit=u.AA,
+        flux_unit=first.columns.flux_unit, medium=medium, medium_stated=stated, source=source,
+        resolving_power=resolving_power, lsf_fwhm=fwhm,
+        arms=[(a.name, int(a.wave.size)) for a in arms],
+        metadata=header_metadata(first.header, source),
+        names={**first.columns.names, "wave": "WAVE of " + "+".join(a.name for a in arms)})

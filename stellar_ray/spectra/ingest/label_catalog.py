@@ -53,13 +53,16 @@ class LabelCatalog:
     labels: dict[str, np.ndarray]
     units: dict[str, str | None]
 
-    def row_of(self, spectrum_id: str, pattern: re.Pattern | None = None) -> int | None:
-        """The catalog row of a spectrum (its id cut by ``pattern`` first), or None."""
+    def lookup(self, spectrum_id: str, pattern: re.Pattern | None = None
+               ) -> tuple[str, int] | None:
+        """(join key, catalog row) of a spectrum, its id cut by ``pattern`` first; None when
+        the catalog has no row for it (or the pattern does not match)."""
         try:
-            key = apply_id_pattern(spectrum_id, pattern, self.source)
+            key = id_key_for_matching(apply_id_pattern(spectrum_id, pattern, self.source))
         except SpectraError:
             return None
-        return self.index.get(id_key_for_matching(key))
+        row = self.index.get(key)
+        return None if row is None else (key, row)
 
     def labels_of(self, row: int) -> dict[str, float]:
         return {name: float(col[row]) for name, col in self.labels.items()}

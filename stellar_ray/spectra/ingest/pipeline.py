@@ -34,7 +34,7 @@ from ..storage import read_bytes, resolve
 from .conform import Conformer, Row, Target, rows_to_batch
 from .fits import read_fits
 from .hdf5 import read_hdf5
-from .ids import apply_id_pattern, compile_id_pattern, id_key_for_matching
+from .ids import apply_id_pattern, compile_id_pattern
 from .label_catalog import LabelCatalog, LabelCatalogOptions, read_label_catalog
 from .options import ReaderOptions
 from .phoenix import is_wavelength_file
@@ -190,9 +190,9 @@ def ingest_chunk(chunk: int, files: list[str], url: str, manifest: Manifest, tar
     conform = Conformer(target)
     rows: list[Row] = []
     rejects: list[Reject] = []
-    shards, ids, sources = [], [], []
-    seen: dict[str, str] = {}
-    record = ChunkRecord(chunk=chunk, shards=[], ids=[], sources=[], rejects=[])
+    shards = []
+    seen: dict[str, str] = {}  # id -> source, in the order written
+    dropped = 0
     assumed: set[str] = set()
     resolutions: set[tuple[float | None, float | None, str]] = set()
     matched: list[str] = []
@@ -210,34 +210,31 @@ def ingest_chunk(chunk: int, files: list[str], url: str, manifest: Manifest, tar
             if isinstance(result, Reject):
                 rejects.append(result)
                 continue
-            if result.spectrum_id in seen:
-                record.collision = (result.spectrum_id, seen[result.spectrum_id], item.source)
-                break
+            if result.spectrum_id in seen:  # the driver stops the run: nothing to record
+                return ChunkRecord(chunk=chunk, shards=[], ids=[], sources=[], rejects=[],
+                                   collision=(result.spectrum_id, seen[result.spectrum_id],
+                                              item.source))
             seen[result.spectrum_id] = item.source
             if not item.medium_stated:
                 assumed.add(f)
             resolutions.add(conform.input_resolution(item))
             # the id is already cut by --id-pattern: it meets the catalog's ids as it is
-            if catalog is not None and (at := catalog.row_of(result.spectrum_id)) is not None:
+            if catalog is not None and (found := catalog.lookup(result.spectrum_id)):
+                key, at = found
                 result.labels.update(catalog.labels_of(at))
-                matched.append(id_key_for_matching(result.spectrum_id))
-            record.dropped_labels += sum(1 for k in result.labels
-                                         if k not in manifest.label_names)
+                matched.append(key)
+            dropped += sum(1 for k in result.labels if k not in manifest.label_names)
             result.metadata.update({k: v for k, v in extras.items() if v is not None})
             rows.append(result)
-            ids.append(result.spectrum_id)
-            sources.append(item.source)
             if len(rows) >= manifest.rows_per_shard:
                 flush(manifest.rows_per_shard)
-        if record.collision:
-            return record
     if rows:
         flush(len(rows))
-    record = record.model_copy(update={
-        "shards": shards, "ids": ids, "sources": sources,
-        "rejects": [dataclasses.asdict(r) for r in rejects],
-        "assumed_medium": sorted(assumed), "matched": matched,
-        "resolutions": sorted(resolutions, key=str)})
+    record = ChunkRecord(
+        chunk=chunk, shards=shards, ids=list(seen), sources=list(seen.values()),
+        rejects=[dataclasses.asdict(r) for r in rejects], dropped_labels=dropped,
+        assumed_medium=sorted(assumed), matched=matched,
+        resolutions=sorted(resolutions, key=str))
     IngestRecords(url, storage_options).write(record)
     return record
 
@@ -280,11 +277,12 @@ def _prepare_destination(to: str, records: IngestRecords, plan: str, options: In
         records.clear()
         return
     previous = records.plan()
-    if options.overwrite or (previous is not None and previous != plan):
-        if previous is not None and previous != plan and not options.overwrite:
-            raise SpectraError("an unfinished ingestion of other files or options is here: "
-                               "rerun it as it was to resume it, or pass --overwrite to "
-                               "start again", file=to)
+    other_plan = previous is not None and previous != plan
+    if other_plan and not options.overwrite:
+        raise SpectraError("an unfinished ingestion of other files or options is here: rerun "
+                           "it as it was to resume it, or pass --overwrite to start again",
+                           file=to)
+    if other_plan or options.overwrite:
         records.clear()
 
 
@@ -401,11 +399,10 @@ def _resolution(grid: WavelengthGrid, options: IngestOptions,
                 seen: list[tuple[float | None, float | None, str]]) -> list[Resolution]:
     """Each arm's resolution: the target of --degrade-to, else the one resolution all the
     spectra share (none recorded when they differ or nobody said)."""
-    known = [t for t in seen if t[0] is not None or t[1] is not None]
     if options.degrade_to is not None:
         r, fwhm, origin = options.degrade_to, None, "degraded"
-    elif len(known) == 1 and len(seen) == 1:
-        r, fwhm, origin = known[0]
+    elif len(seen) == 1 and seen[0][2] != "unknown":
+        r, fwhm, origin = seen[0]
     else:
         return []
     out = []

@@ -26,7 +26,7 @@ from ..dataset import (
     write_shard,
 )
 from ..manifest import LabelSpec, Manifest, Provenance, ShardRecord
-from .ids import apply_id_pattern, compile_id_pattern, id_key_for_matching
+from .ids import compile_id_pattern
 from .label_catalog import LabelCatalog, LabelCatalogOptions, read_label_catalog
 
 
@@ -54,12 +54,13 @@ def _relabel_shard(source: str, to: str, record: ShardRecord, old: Manifest, new
         labels[name] = np.asarray(values, dtype=np.float64).copy()
     matched = []
     for i, sid in enumerate(batch.spectrum_id):
-        row = catalog.row_of(str(sid), pattern)
-        if row is None:
+        found = catalog.lookup(str(sid), pattern)
+        if found is None:
             continue
+        key, row = found
         for name, value in catalog.labels_of(row).items():
             labels[name][i] = value
-        matched.append(id_key_for_matching(apply_id_pattern(str(sid), pattern, source)))
+        matched.append(key)
     batch.labels = labels
     return write_shard(to, record.path, batch, new, storage_options).record, matched
 

@@ -34,6 +34,7 @@ from .models.registry import build, card
 from .models.tasks import Family, Task
 from .quantities import default_unit
 from .spectra.grid import WavelengthGrid
+from .spectra.resolution import Resolution
 from .spectra.storage import join, read_bytes, resolve, write_bytes_atomic
 from .version import code_version
 
@@ -95,6 +96,8 @@ class ArtifactMetadata(BaseModel):
     flux_unit: str = Field(description="astropy unit of the training flux ('' normalised)")
     normalisation: Normalisation
     grid: WavelengthGrid
+    resolution: list[Resolution] = Field(default_factory=list, description="of the "
+                                         "training spectra, from the dataset's manifest")
     preprocessing: Preprocessing
     takes: str
     gives: str
@@ -115,7 +118,8 @@ def _dependencies() -> dict[str, str]:
 def describe(*, model: str, model_args: dict[str, Any], normalisation: Normalisation,
              grid: WavelengthGrid, units: dict[str, str | None], flux_unit: str,
              noise_alpha: float, metrics: dict[str, float], config: dict[str, Any],
-             training_data: str | None = None) -> ArtifactMetadata:
+             training_data: str | None = None,
+             resolution: list[Resolution] | None = None) -> ArtifactMetadata:
     """The metadata of a model trained as described (``units``: label -> unit)."""
     c = card(model)
     norm = normalisation
@@ -123,7 +127,7 @@ def describe(*, model: str, model_args: dict[str, Any], normalisation: Normalisa
         model=model, model_args=model_args, task=c.family, paper=c.paper, section=c.section,
         labels=[LabelInfo(name=n, unit=units.get(n), low=lo, high=hi)
                 for n, lo, hi in zip(norm.labels, norm.low, norm.high)],
-        flux_unit=flux_unit, normalisation=norm, grid=grid,
+        flux_unit=flux_unit, normalisation=norm, grid=grid, resolution=resolution or [],
         preprocessing=Preprocessing(normalise=c.task.flux_normalise, noise_alpha=noise_alpha),
         takes=c.task.takes, gives=c.task.gives,
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},

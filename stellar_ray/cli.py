@@ -264,6 +264,137 @@ def simulate(
                   f"{len(m.shards)} shards at {to}")
 
 
+def _draw(text: str, option: str) -> dict:
+    """``VALUE``, ``normal:MEAN:SD`` or ``uniform:LOW:HIGH`` as a Draw's fields."""
+    parts = text.split(":")
+    try:
+        numbers = [float(x) for x in parts[1:]] if len(parts) > 1 else [float(parts[0])]
+    except ValueError as err:
+        raise ValueError(f"{option} '{text}': numbers expected") from err
+    if len(parts) == 1:
+        return {"kind": "fixed", "value": numbers[0]}
+    if parts[0] == "normal" and len(numbers) == 2:
+        return {"kind": "normal", "mean": numbers[0], "sd": numbers[1]}
+    if parts[0] == "uniform" and len(numbers) == 2:
+        return {"kind": "uniform", "low": numbers[0], "high": numbers[1]}
+    raise ValueError(f"{option} '{text}': expected VALUE, normal:MEAN:SD or uniform:LOW:HIGH")
+
+
+def _snr(text: str) -> dict:
+    """``VALUE`` (fixed) or ``LOW:HIGH`` (log-uniform)."""
+    try:
+        numbers = [float(x) for x in text.split(":")]
+    except ValueError as err:
+        raise ValueError(f"--snr '{text}': expected VALUE or LOW:HIGH") from err
+    if len(numbers) == 1:
+        return {"kind": "fixed", "value": numbers[0]}
+    if len(numbers) == 2:
+        return {"kind": "loguniform", "low": numbers[0], "high": numbers[1]}
+    raise ValueError(f"--snr '{text}': expected VALUE or LOW:HIGH")
+
+
+def _instrument(text: str):
+    """lrs, hrs (any case) or an instrument YAML."""
+    from .config_files import load_config
+    from .simulation.instrument import INSTRUMENTS, InstrumentConfig
+
+    if text.upper() in INSTRUMENTS:
+        return text.upper()
+    if Path(text).suffix in (".yaml", ".yml"):
+        return load_config(InstrumentConfig, Path(text))
+    raise ValueError(f"--instrument '{text}': expected lrs, hrs or an instrument YAML")
+
+
+@app.command("observe")
+def observe_command(
+    source: Annotated[str, typer.Argument(help="URL of a noiseless (model) dataset")],
+    to: Annotated[str, typer.Option("--to", help="URL of the observed dataset")],
+    instrument: Annotated[str | None, typer.Option(
+        help="lrs, hrs or an instrument YAML (arms, resolving powers, grid)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="observation YAML (instrument, rv, vsini, snr, noise, seed); options win")
+    ] = None,
+    rv: Annotated[str | None, typer.Option(
+        help="radial velocity, km/s: VALUE, normal:MEAN:SD or uniform:LOW:HIGH")] = None,
+    vsini: Annotated[str | None, typer.Option(
+        help="rotation to apply, km/s, as --rv (stored as the label vsini)")] = None,
+    snr: Annotated[str | None, typer.Option(help="S/N: VALUE or LOW:HIGH (log-uniform)")
+                   ] = None,
+    snr_per: Annotated[str | None, typer.Option(help="S/N per pixel or per angstrom")] = None,
+    noise: Annotated[bool | None, typer.Option(
+        "--noise/--no-noise", help="add noise (the noiseless flux is kept as model flux)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    source_resolution: Annotated[float | None, typer.Option(
+        help="resolving power of the source where its manifest does not record one")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace what is at --to")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Observe model spectra through a spectrograph: LSF, rotation, RV, pixels, noise."""
+    from .config_files import load_config
+    from .simulation.observe import ObserveConfig, observe
+
+    with _reported():
+        base = yaml.safe_load(config.read_text()) or {} if config else {}
+        if instrument is not None:
+            base["instrument"] = _instrument(instrument)
+        if snr is not None or snr_per is not None:
+            base["snr"] = {**base.get("snr", {}), **(_snr(snr) if snr else {}),
+                           **({"per": snr_per} if snr_per else {})}
+        updates = {"rv": rv and _draw(rv, "--rv"), "vsini": vsini and _draw(vsini, "--vsini"),
+                   "noise": noise, "seed": seed, "source_resolving_power": source_resolution}
+        base.update({k: v for k, v in updates.items() if v is not None})
+        cfg = load_config(ObserveConfig, base)
+        m = observe(cfg, source, to, overwrite=overwrite,
+                    storage_options=_storage(storage_options), address=address)
+    console.print(f"observed {m.num_rows} spectra at {cfg.instrument_config().mode} "
+                  f"({m.npix} pixels) into {to}")
+
+
+@app.command("emulate")
+def emulate_command(
+    artifact: Annotated[str, typer.Argument(help="URL of an emulator artifact")],
+    to: Annotated[str, typer.Option("--to", help="URL of the new (noiseless) dataset")],
+    labels: Annotated[str | None, typer.Option(
+        "--labels", help="catalog with one column per emulator label (CSV, FITS, ...)")
+    ] = None,
+    labels_id: Annotated[str | None, typer.Option(help="the catalog's id column")] = None,
+    prior: Annotated[Path | None, typer.Option(
+        help="prior YAML (n, seed, ranges, fixed): uniform in the training domain")] = None,
+    n: Annotated[int | None, typer.Option(help="spectra to draw from the prior")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the prior's draws")] = None,
+    grid: Annotated[str | None, typer.Option(
+        help="lrs, hrs, START:STOP:STEP (Å) or a grid YAML (TransformerPayne only; "
+        "default: the emulator's grid)")] = None,
+    outside: Annotated[str, typer.Option(
+        help="labels outside the training domain: refuse, or flag (column outside_domain)")
+    ] = "refuse",
+    rows_per_shard: Annotated[int, typer.Option()] = 4096,
+    overwrite: Annotated[bool, typer.Option(help="replace what is at --to")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Write an emulator's spectra at given or prior-drawn labels as a dataset."""
+    from .config_files import load_config
+    from .simulation.emulated import EmulatorPrior, emulate
+    from .spectra.presets import parse_grid
+
+    with _reported():
+        if outside not in ("refuse", "flag"):
+            raise ValueError(f"--outside '{outside}': expected refuse or flag")
+        drawn = None
+        if prior is not None or n is not None:
+            base = (yaml.safe_load(prior.read_text()) or {}) if prior else {}
+            base.update({k: v for k, v in {"n": n, "seed": seed}.items() if v is not None})
+            drawn = load_config(EmulatorPrior, base)
+        m = emulate(artifact, to, prior=drawn, labels_path=labels, labels_id=labels_id,
+                    grid=parse_grid(grid) if grid else None, outside=outside,
+                    rows_per_shard=rows_per_shard, overwrite=overwrite,
+                    storage_options=_storage(storage_options), address=address)
+    console.print(f"emulated {m.num_rows} spectra ({m.npix} pixels) into {to}")
+
+
 @app.command("train")
 def train_command(
     config: Annotated[Path, typer.Argument(help="training YAML (see jobs/configs/)")],

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from stellar_ray.simulation.survey import PROGRESS_DIR, SimulationConfig, simulate
+from stellar_ray.simulation.survey import SimulationConfig, simulate
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import iter_shards, validate_dataset
+from stellar_ray.spectra.shard_job import PROGRESS_DIR
 
 from .helpers import make_instrument
 

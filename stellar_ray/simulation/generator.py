@@ -4,14 +4,10 @@ Jacobian with autograd."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
-from scipy.fft import next_fast_len
 
 from ..quantities import C_KMS
-from .instrument import InstrumentConfig, broadening_transfer
+from .instrument import InstrumentConfig, arm_samplings, assemble
 from .labels import INDEX
 from .linelist import build_linelist
 from .physics import LineFormation
@@ -37,21 +33,7 @@ class SpectrumGenerator(torch.nn.Module):
         lines = build_linelist(lo=lo, hi=hi, seed=linelist_seed, forest_scale=forest_scale)
         self.lines = LineFormation(lines)
         self.step = model_step_kms / C_KMS
-        self.arms = []
-        for arm in instrument.arms:
-            sel = np.flatnonzero(arm.covers(self.wave))
-            claimed = np.concatenate([a["pixels"] for a in self.arms]) if self.arms else []
-            sel = np.setdiff1d(sel, claimed)
-            if sel.size == 0:
-                continue
-            w = self.wave[sel]
-            ln_lo = math.log(w[0]) - MARGIN_KMS / C_KMS
-            ln_hi = math.log(w[-1]) + MARGIN_KMS / C_KMS
-            n = next_fast_len(int(math.ceil((ln_hi - ln_lo) / self.step)) + 1, real=True)
-            pixel_kms = float(np.median(np.diff(w) / w[:-1])) * C_KMS if w.size > 1 else 0.0
-            self.arms.append({"pixels": sel, "ln_lo": ln_lo, "n": n, "pixel_kms": pixel_kms,
-                              "position": (np.log(w) - ln_lo) / self.step,
-                              "resolving_power": arm.resolving_power})
+        self.arms = arm_samplings(instrument, self.wave, lambda _arm: self.step, MARGIN_KMS)
 
     @property
     def npix(self) -> int:
@@ -60,28 +42,7 @@ class SpectrumGenerator(torch.nn.Module):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         """labels (B, K) in :data:`~stellar_ray.simulation.labels.LABELS` order -> relative flux
         (B, L), continuum mean over 6180–6680 Å = 1."""
-        b = labels.shape[0]
-        out = torch.empty(b, self.npix, dtype=labels.dtype, device=labels.device)
         vsini = labels[:, INDEX["vsini"]]
-        pieces = []
-        for arm in self.arms:
-            intrinsic = self.lines(labels, arm["ln_lo"], self.step, arm["n"])
-            # The transfer function in float64 whatever the working precision: the rotation
-            # kernel's transform cancels catastrophically in float32 at small arguments.
-            freq = torch.fft.rfftfreq(arm["n"], d=self.step * C_KMS, device=labels.device,
-                                      dtype=torch.float64)
-            transfer = broadening_transfer(freq, vsini.to(torch.float64),
-                                           arm["resolving_power"], arm["pixel_kms"]
-                                           ).to(labels.dtype)
-            smooth = torch.fft.irfft(torch.fft.rfft(intrinsic, dim=1) * transfer, n=arm["n"],
-                                     dim=1)
-            pos = torch.as_tensor(arm["position"], dtype=labels.dtype, device=labels.device)
-            left = torch.floor(pos).long()
-            frac = pos - left
-            sampled = smooth[:, left] * (1 - frac) + smooth[:, left + 1] * frac
-            pieces.append((arm["pixels"], sampled))
-        if len(pieces) == 1 and pieces[0][0].size == self.npix:
-            return pieces[0][1]
-        for pixels, sampled in pieces:
-            out = out.index_copy(1, torch.as_tensor(pixels, device=labels.device), sampled)
-        return out
+        pieces = [(arm, arm.observe(self.lines(labels, arm.ln_lo, arm.step, arm.n), vsini))
+                  for arm in self.arms]
+        return assemble(pieces, self.npix)

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..quantities import snr_window
 from .labels import INDEX, LABEL_NAMES, LABELS, range_of
 
 
@@ -160,9 +161,11 @@ Prior = Annotated[UniformPrior | GalacticPrior | GridPrior, Field(discriminator=
 
 
 class SNRSpec(BaseModel):
-    """S/N per pixel (4MOST definition): ``loguniform`` in [low, high], ``fixed`` at
-    ``value``, ``choice`` among ``values``, or ``magnitude``: magnitudes uniform in [low,
-    high] with S/N = ref_snr at ref_mag, scaling as photon noise (10^(−0.2 Δm))."""
+    """S/N: ``loguniform`` in [low, high], ``fixed`` at ``value``, ``choice`` among
+    ``values``, or ``magnitude``: magnitudes uniform in [low, high] with S/N = ref_snr at
+    ref_mag, scaling as photon noise (10^(−0.2 Δm)). ``per``: the figures are per pixel
+    (4MOST's definition, the default) or per Å (as paper 004 quotes them); the dataset's
+    ``snr`` column is always per pixel."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -173,6 +176,7 @@ class SNRSpec(BaseModel):
     values: list[float] = Field(default_factory=lambda: [10, 20, 50, 80, 100, 130, 180, 250])
     ref_mag: float = 15.0
     ref_snr: float = 100.0
+    per: Literal["pixel", "angstrom"] = "pixel"
 
     @model_validator(mode="after")
     def _positive(self) -> SNRSpec:
@@ -195,3 +199,11 @@ class SNRSpec(BaseModel):
             mag = rng.uniform(self.low, self.high, n)
             return self.ref_snr * 10 ** (-0.2 * (mag - self.ref_mag))
         return np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))
+
+    def per_pixel(self, snr: np.ndarray, wave_a: np.ndarray) -> np.ndarray:
+        """Drawn ``snr`` (n,) as S/N per pixel on the grid ``wave_a`` (L,) Å: per-Å figures
+        times √(pixel width in Å) at the median over the S/N window."""
+        if self.per == "pixel":
+            return np.asarray(snr, dtype=float)
+        width = float(np.median(np.gradient(np.asarray(wave_a))[snr_window(wave_a)]))
+        return np.asarray(snr, dtype=float) * np.sqrt(width)

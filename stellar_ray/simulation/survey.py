@@ -2,14 +2,12 @@
 
 Shard k holds rows [k·R, (k+1)·R); its labels, S/N values and noise come from random
 streams seeded by (seed, k), so the same configuration gives the same bytes whatever the
-number of workers. Each finished shard leaves a commit record under ``_progress/``; a rerun
-skips those shards, and the manifest is written once all are done.
+number of workers. Shards are written resumably (:mod:`~stellar_ray.spectra.shard_job`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -19,29 +17,18 @@ import ray
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from rich.progress import Progress
 
-from ..errors import SpectraError
-from ..runtime import init_ray
 from ..spectra.batch import SpectrumBatch
-from ..spectra.dataset import (
-    commit_manifest,
-    dataset_exists,
-    delete_dataset,
-    load_manifest,
-    write_shard,
-)
 from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
 from ..spectra.resolution import Resolution
 from ..spectra.schema import MODEL_FLUX
-from ..spectra.storage import join, read_bytes, resolve, retrying, write_bytes_atomic
+from ..spectra.shard_job import run_shard_job, write_committed_shard
 from ..version import code_version
 from .generator import SpectrumGenerator
-from .instrument import INSTRUMENTS, InstrumentConfig, add_noise
+from .instrument import InstrumentConfig, add_noise, instrument_named
 from .labels import DATASET_LABELS, INDEX, LABELS
 from .priors import GalacticPrior, GridPrior, Prior, SNRSpec
 
-PROGRESS_DIR = "_progress"
 #: Wavelengths (Å) the line list and the continuous-opacity fits are valid over.
 MODEL_RANGE_A = (3000.0, 11000.0)
 
@@ -74,12 +61,7 @@ class SimulationConfig(BaseModel):
         return self
 
     def instrument_config(self) -> InstrumentConfig:
-        if isinstance(self.instrument, InstrumentConfig):
-            return self.instrument
-        if self.instrument not in INSTRUMENTS:
-            raise ValueError(f"instrument: unknown mode '{self.instrument}'; known: "
-                             f"{sorted(INSTRUMENTS)} or a full instrument definition")
-        return INSTRUMENTS[self.instrument]()
+        return instrument_named(self.instrument)
 
     @property
     def total(self) -> int:
@@ -129,7 +111,7 @@ def _generator(instrument_json: str) -> SpectrumGenerator:
 
 
 def shard_labels(config: SimulationConfig, shard: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Labels (n, K), S/N (n,) and the first row index of shard ``shard``."""
+    """Labels (n, K), S/N per pixel (n,) and the first row index of shard ``shard``."""
     start = shard * config.rows_per_shard
     n = min(config.rows_per_shard, config.total - start)
     rng = np.random.default_rng([config.seed, shard])
@@ -137,7 +119,8 @@ def shard_labels(config: SimulationConfig, shard: int) -> tuple[np.ndarray, np.n
         labels = config.prior.sample()[start:start + n]
     else:
         labels = config.prior.sample(n, rng)
-    return labels, config.snr.sample(n, rng), start
+    wave = config.instrument_config().pixel_grid().wavelength()
+    return labels, config.snr.per_pixel(config.snr.sample(n, rng), wave), start
 
 
 def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.ndarray,
@@ -210,69 +193,22 @@ def simulated_dataset(config: SimulationConfig, columns: list[str] | None = None
     return shards.map_batches(generate, batch_size=1, **(ray_remote_args or {}))
 
 
-def simulate_shard(config: SimulationConfig, shard: int, url: str, manifest: Manifest,
+def simulate_shard(name: str, config: SimulationConfig, url: str, manifest: Manifest,
                    storage_options: dict | None = None) -> ShardRecord:
-    """Ray task body: generate and write shard ``shard``, then its commit record."""
-    batch = shard_batch(config, shard)
-    record = write_shard(url, f"part-{shard:06d}.parquet", batch, manifest,
-                         storage_options).record
-    fs, base = resolve(url, storage_options)
-    progress = {"digest": config.digest(), "record": record.model_dump(mode="json")}
-    write_bytes_atomic(fs, join(base, f"{PROGRESS_DIR}/part-{shard:06d}.json"),
-                       json.dumps(progress).encode())
-    return record
-
-
-def _completed(url: str, config: SimulationConfig, storage_options: dict | None
-               ) -> dict[int, ShardRecord]:
-    fs, base = resolve(url, storage_options)
-    folder = join(base, PROGRESS_DIR)
-    fs.invalidate_cache()
-    if not retrying(lambda: fs.exists(folder), f"stat {folder}"):
-        return {}
-    done = {}
-    for path in retrying(lambda: fs.ls(folder, detail=False), f"list {folder}"):
-        data = json.loads(read_bytes(fs, path))
-        if data["digest"] != config.digest():
-            raise SpectraError("a simulation with a different configuration was started here;"
-                               " use --overwrite or another location", file=url)
-        shard = int(path.rsplit("part-", 1)[1].split(".")[0])
-        done[shard] = ShardRecord.model_validate(data["record"])
-    return done
+    """Ray task body: generate and write shard ``name`` (``part-<k>.parquet``)."""
+    shard = int(name.removeprefix("part-").removesuffix(".parquet"))
+    return write_committed_shard(url, name, shard_batch(config, shard), manifest,
+                                 config.digest(), storage_options)
 
 
 def simulate(config: SimulationConfig, to: str, *, storage_options: dict | None = None,
              overwrite: bool = False, progress: bool = True, address: str | None = None,
              num_cpus_per_task: float = 1.0) -> Manifest:
     """Generate the survey described by ``config`` into a dataset at ``to``."""
-    if dataset_exists(to, storage_options):
-        if not overwrite:
-            existing = load_manifest(to, storage_options)
-            if existing.provenance.config == survey_manifest(config).provenance.config:
-                return existing  # already complete
-            raise SpectraError("a different dataset exists here (use --overwrite)", file=to)
-        delete_dataset(to, storage_options)
-    if overwrite:
-        fs, base = resolve(to, storage_options)
-        if fs.exists(join(base, PROGRESS_DIR)):
-            fs.rm(join(base, PROGRESS_DIR), recursive=True)
-    manifest = survey_manifest(config)
-    done = _completed(to, config, storage_options)
-    todo = [k for k in range(config.n_shards) if k not in done]
-    if todo:
-        init_ray(address)
-        task = ray.remote(num_cpus=num_cpus_per_task)(simulate_shard)
-        config_ref, manifest_ref = ray.put(config), ray.put(manifest)
-        pending = {task.remote(config_ref, k, to, manifest_ref, storage_options): k
-                   for k in todo}
-        with Progress(disable=not progress, transient=True) as bar:
-            job = bar.add_task(f"simulating {config.total} spectra", total=config.n_shards,
-                               completed=len(done))
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                done[pending.pop(ready[0])] = ray.get(ready[0])
-                bar.advance(job)
-    committed = manifest.model_copy(update={"shards": [done[k] for k in sorted(done)]})
-    commit_manifest(to, committed, storage_options)
-    return committed
-
+    return run_shard_job(to, survey_manifest(config),
+                         [f"part-{k:06d}.parquet" for k in range(config.n_shards)],
+                         config.digest(), simulate_shard,
+                         (config, to, survey_manifest(config), storage_options),
+                         overwrite=overwrite, storage_options=storage_options, address=address,
+                         num_cpus=num_cpus_per_task, progress=progress,
+                         what=f"simulating {config.total} spectra")

@@ -1,4 +1,5 @@
-"""The training / validation split: stable, by a hash of the spectrum id.
+"""The training / validation split: stable, by a hash of the spectrum id, or chosen by a
+list of ids or a boolean column.
 
 Its own light module because Ray Data workers unpickle :class:`ValidationRows`: importing it
 must not import torch or the models (seconds per worker process on a small machine).
@@ -21,11 +22,21 @@ def in_validation(ids: np.ndarray, fraction: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ValidationRows:
-    """A Ray Data batch transform keeping the validation rows (``keep=True``) or the others."""
+    """A Ray Data batch transform keeping the validation rows (``keep=True``) or the others.
+    Validation rows are those whose id is in ``ids``, else those true in ``column``, else
+    the hash ``fraction``; ``column`` is dropped from the output."""
 
     fraction: float
     keep: bool
+    ids: frozenset[str] | None = None
+    column: str | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = in_validation(batch["spectrum_id"], self.fraction) == self.keep
-        return {k: v[rows] for k, v in batch.items()}
+        if self.ids is not None:
+            chosen = np.array([str(i) in self.ids for i in batch["spectrum_id"]], dtype=bool)
+        elif self.column is not None:
+            chosen = np.asarray(batch[self.column], dtype=bool)
+        else:
+            chosen = in_validation(batch["spectrum_id"], self.fraction)
+        rows = chosen == self.keep
+        return {k: v[rows] for k, v in batch.items() if k != self.column}

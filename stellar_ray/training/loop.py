@@ -195,10 +195,15 @@ def _injected_failure(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def ignore_read_only_batches() -> None:
+    """Ray hands batches over as read-only arrays; the tensors made from them are only read,
+    so torch's warning about it says nothing here."""
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's entry point on every worker (``loop_config`` from :mod:`.run`)."""
-    # Ray hands batches over as read-only arrays; the tensors made from them are only read.
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    ignore_read_only_batches()
     w = _worker(loop_config)
     opt = _optimisation(w, loop_config)
     # this run's own last checkpoint, else one handed over from another run (PBT's exploit)

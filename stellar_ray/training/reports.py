@@ -71,11 +71,13 @@ def fit_reporting(trainer: TorchTrainer, reports: Queue, on_report: OnReport
 def epoch_line(metrics: dict[str, Any], epochs: int, task: Task, labels: Sequence[str]
                ) -> str:
     """One line for an epoch: losses, the task's headline metrics, time and throughput."""
-    parts = [f"epoch {int(metrics.get('epoch', -1)) + 1}/{epochs}",
-             f"loss {metrics.get('train_loss', math.nan):.4g}"]
+    parts = [f"epoch {int(metrics.get('epoch', -1)) + 1}/{epochs}"]
+    if "train_loss" in metrics:
+        parts.append(f"loss {metrics['train_loss']:.4g}")
     if "val_loss" in metrics:
         parts.append(f"val {metrics['val_loss']:.4g}")
     parts += [f"{k} {v:.4g}" for k, v in task.headline(metrics, labels).items()]
-    parts.append(f"{metrics.get('epoch_train_s', math.nan):.1f} s "
-                 f"({metrics.get('train_spectra_per_s', math.nan):.0f} spectra/s)")
+    if "epoch_train_s" in metrics:
+        parts.append(f"{metrics['epoch_train_s']:.1f} s "
+                     f"({metrics.get('train_spectra_per_s', math.nan):.0f} spectra/s)")
     return "  ".join(parts)

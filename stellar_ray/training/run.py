@@ -4,6 +4,7 @@ run the Ray Train ``TorchTrainer``, and write the artifact from the best checkpo
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,19 +85,35 @@ def _columns(cfg: TrainConfig, manifest: Manifest) -> list[str]:
         cols.append(MODEL_FLUX)
     if "logg" in manifest.label_names and "logg" not in cols:
         cols.append("logg")
+    if cfg.data.validation_column:
+        cols.append(cfg.data.validation_column)
     return cols
 
 
 @dataclass
-class PreparedRun:
-    """A configured trainer and what the artifact needs afterwards."""
+class PreparedData:
+    """The checked configuration with what the data decided, the datasets and the fitted
+    normalisation."""
 
     cfg: TrainConfig
-    trainer: TorchTrainer
-    norm: Normalisation
     manifest: Manifest
+    train: Any
     validation: Any
-    storage: str
+    norm: Normalisation
+    flux_sample: np.ndarray | None
+    train_rows: int
+
+    @property
+    def storage(self) -> str:
+        out = self.cfg.output
+        return out if "://" in out else os.path.abspath(out)
+
+
+@dataclass
+class PreparedRun(PreparedData):
+    """A configured trainer and what the artifact needs afterwards."""
+
+    trainer: TorchTrainer | None = None
 
 
 def _manifest(cfg: TrainConfig) -> Manifest:
@@ -122,9 +139,10 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
     else:
         train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so, **task)
         if not cfg.data.validation:
-            frac = cfg.data.validation_fraction
-            val_ds = train_ds.map_batches(ValidationRows(frac, keep=True), **task)
-            train_ds = train_ds.map_batches(ValidationRows(frac, keep=False), **task)
+            split = {"fraction": cfg.data.validation_fraction, "ids": cfg.data.held_out_ids(),
+                     "column": cfg.data.validation_column}
+            val_ds = train_ds.map_batches(ValidationRows(keep=True, **split), **task)
+            train_ds = train_ds.map_batches(ValidationRows(keep=False, **split), **task)
         train_ds = train_ds.materialize()
     if cfg.data.validation:
         if load_manifest(cfg.data.validation, so).grid != manifest.grid:
@@ -132,7 +150,13 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
                                file=cfg.data.validation)
         val_ds = read_spectra(cfg.data.validation, columns=columns, storage_options=so,
                               **task)
-    return train_ds, val_ds.materialize()
+    val_ds = val_ds.materialize()
+    if val_ds.count() == 0:
+        raise SpectraError("no validation rows: none of data.validation_ids is in the "
+                           "dataset, data.validation_column is false everywhere, or the "
+                           "dataset is too small for validation_fraction",
+                           file=cfg.data.source)
+    return train_ds, val_ds
 
 
 def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:
@@ -149,11 +173,9 @@ def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:
                      for n in cfg.data.labels], axis=1).astype(float)
 
 
-def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint | None = None
-                ) -> PreparedRun:
-    """Check the data, fit the normalisation and build the ``TorchTrainer`` (Ray must run).
-    ``resume_from``: a checkpoint of another run to continue from (PBT's exploit step); the
-    hyperparameters of ``cfg`` then replace the checkpoint's."""
+def prepare_data(cfg: TrainConfig) -> PreparedData:
+    """Check the data against the configuration, make the datasets, fit the normalisation
+    (Ray must run)."""
     manifest = _manifest(cfg)
     cfg = cfg.model_copy(update={"model_args": _check_data(cfg, manifest, cfg.data.source)})
     task = card(cfg.model).task
@@ -165,24 +187,33 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
         source = val_ds if cfg.data.simulate is not None else train_ds  # no extra generation
         flux_sample = next(iter(source.iter_batches(batch_size=512, batch_format="numpy")))[col]
     norm = task.fit_normalisation(labels, cfg.data.labels, flux_sample)
+    return PreparedData(cfg, manifest, train_ds, val_ds, norm, flux_sample, len(labels))
+
+
+def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint | None = None
+                ) -> PreparedRun:
+    """Check the data, fit the normalisation and build the ``TorchTrainer`` (Ray must run).
+    ``resume_from``: a checkpoint of another run to continue from (PBT's exploit step); the
+    hyperparameters of ``cfg`` then replace the checkpoint's."""
+    data = prepare_data(cfg)
+    cfg, norm, manifest = data.cfg, data.norm, data.manifest
+    task = card(cfg.model).task
     init_state = None
     if cfg.init_from:
         base = load_artifact(cfg.init_from, cfg.data.storage_options)
         init_state = widen_input(base.model.state_dict(), cfg)
-
-    storage = cfg.output if "://" in cfg.output else os.path.abspath(cfg.output)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"),
                            "norm": norm.model_dump(mode="json"),
                            "grid": manifest.grid.model_dump(mode="json"),
-                           "warm_start": task.warm_start(norm, flux_sample),
-                           "train_rows": len(labels), "init_state": init_state,
+                           "warm_start": task.warm_start(norm, data.flux_sample),
+                           "train_rows": data.train_rows, "init_state": init_state,
                            "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers,
                                      use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
-        run_config=RunConfig(name=cfg.name, storage_path=storage,
+        run_config=RunConfig(name=cfg.name, storage_path=data.storage,
                              failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
                              checkpoint_config=CheckpointConfig(
                                  num_to_keep=cfg.keep_checkpoints,
@@ -191,10 +222,35 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
                              callbacks=list(callbacks),
                              logging_config=LoggingConfig(
                                  log_level="INFO" if verbose() else "WARNING")),
-        datasets={"train": train_ds, "validation": val_ds},
+        datasets={"train": data.train, "validation": data.validation},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    return PreparedRun(cfg, trainer, norm, manifest, val_ds, storage)
+    return PreparedRun(**vars(data), trainer=trainer)
+
+
+def _fit_baseline(cfg: TrainConfig, on_epoch: Callable[[str], None] | None) -> TrainResult:
+    """The classical baselines: fitted once, evaluated on the validation set like the rest."""
+    from .classical import fit_classical
+
+    data = prepare_data(cfg)
+    cfg = data.cfg
+    task = card(cfg.model).task
+    started = time.perf_counter()
+    model = fit_classical(cfg, data.norm, data.manifest.grid, data.train, data.storage)
+    seconds = time.perf_counter() - started
+    batches = data.validation.iter_batches(batch_size=cfg.optim.batch_size,
+                                           batch_format="numpy")
+    wave = data.manifest.grid.wavelength()
+    metrics = {"epoch": 0, "epoch_train_s": seconds,
+               "train_spectra_per_s": data.train_rows / max(seconds, 1e-9),
+               **task.evaluate(model, data.norm, wave, batches, torch.device("cpu"),
+                               torch.Generator().manual_seed(cfg.seed), cfg.loss)}
+    if on_epoch is not None:
+        on_epoch(epoch_line(metrics, 1, task, cfg.data.labels))
+    artifact_url = f"{data.storage.rstrip('/')}/{cfg.name}/artifact"
+    _write_artifact(artifact_url, data, model, metrics)
+    return TrainResult(artifact=artifact_url, run_path=f"{data.storage}/{cfg.name}",
+                       best_metrics=metrics, epochs=1, history=[metrics])
 
 
 def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
@@ -204,6 +260,8 @@ def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
     under ``<output>/<name>/artifact``. ``on_epoch`` gets a progress line per epoch."""
     cfg = load_config(TrainConfig, cfg)
     init_ray(address)
+    if not card(cfg.model).task.gradient_trained:
+        return _fit_baseline(cfg, on_epoch)
     reports = report_queue()
     run = prepare_run(cfg, callbacks=(ForwardReports(reports),))
     cfg = run.cfg
@@ -227,7 +285,7 @@ def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
                        history=history)
 
 
-def _write_artifact(url: str, run: PreparedRun, model: torch.nn.Module,
+def _write_artifact(url: str, run: PreparedData, model: torch.nn.Module,
                     metrics: dict[str, Any]) -> None:
     """The artifact of the best epoch: its metadata, with label units from the dataset's
     manifest (else the shared defaults), and reference inputs from the validation set."""
@@ -237,7 +295,7 @@ def _write_artifact(url: str, run: PreparedRun, model: torch.nn.Module,
                         grid=m.grid, units=units, flux_unit=m.flux_unit,
                         noise_alpha=cfg.data.noise_alpha if m.model_flux else 0.0,
                         metrics=metrics, config=cfg.model_dump(mode="json"),
-                        training_data=cfg.data.source)
+                        training_data=cfg.data.source, resolution=m.resolution)
     val_batch = next(iter(run.validation.iter_batches(batch_size=8, batch_format="numpy")))
     reference = card(cfg.model).task.reference_inputs(run.norm, m.grid.wavelength(), val_batch)
     write_artifact(url, model=model, metadata=metadata, reference_inputs=reference,

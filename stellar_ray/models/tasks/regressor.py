@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -108,7 +108,10 @@ class RegressorTask(Task):
 @dataclass(frozen=True)
 class ClassicalTask(RegressorTask):
     """Classical baselines (ridge, gradient-boosted trees): the regressors' inputs, targets
-    and inference, fitted on arrays rather than by gradient descent."""
+    and inference, fitted rather than trained by gradient descent; ``fitting`` says how
+    (:mod:`stellar_ray.training.classical`)."""
+
+    fitting: Literal["normal_equations", "lightgbm"] = "normal_equations"
 
     family = "classical"
     gradient_trained = False

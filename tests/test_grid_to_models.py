@@ -1,0 +1,240 @@
+"""From a synthetic grid to trained models, as a user runs it: a high-resolution noiseless
+grid in an HDF5 file (wavelengths, flux (N, L), a parameter table), ingested with
+`stellar-ray ingest --noiseless`, observed at R = 5000 with RV and noise with
+`stellar-ray observe`, every family of the registry trained with `stellar-ray train` and
+run with `stellar-ray infer`; the emulator as a generator with `stellar-ray emulate`."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from stellar_ray.artifact import load_artifact
+from stellar_ray.cli import app
+from stellar_ray.errors import SpectraError
+from stellar_ray.models.registry import card, names
+from stellar_ray.quantities import C_KMS
+from stellar_ray.simulation.generator import SpectrumGenerator
+from stellar_ray.simulation.instrument import InstrumentConfig
+from stellar_ray.simulation.labels import INDEX, LABELS
+from stellar_ray.simulation.observe import ObserveConfig, Observer
+from stellar_ray.spectra.batch import SpectrumBatch
+from stellar_ray.spectra.catalog import read_catalog
+from stellar_ray.spectra.dataset import iter_shards, load_manifest
+from stellar_ray.spectra.grid import ArmGrid, WavelengthGrid
+from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
+from stellar_ray.spectra.resolution import Resolution
+from stellar_ray.spectra.units import vacuum_to_air
+
+pytestmark = pytest.mark.timeout(900)
+
+LABELS3 = ["teff", "logg", "fe_h"]
+#: The observing instrument: one arm at R = 5000 with 0.25 Å pixels inside the grid.
+INSTRUMENT = {"mode": "TEST",
+              "grid": {"arms": [{"name": "r", "kind": "linear", "start": 6160.0, "step": 0.25,
+                                 "npix": 761}]},
+              "arms": [{"name": "r", "lo": 6160.0, "hi": 6350.0, "resolving_power": 5000.0}]}
+
+
+def run(*args: str) -> str:
+    out = CliRunner().invoke(app, list(args))
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def write_grid_h5(path: Path, n: int, seed: int = 0) -> np.ndarray:
+    """A grid of the built-in generator at R = 50,000 over 6150–6350 Å (0.04 Å pixels) as
+    an HDF5 file laid out like published grids; returns the labels (n, 3)."""
+    inst = InstrumentConfig.model_validate({
+        "mode": "HIRES",
+        "grid": {"arms": [{"name": "h", "kind": "linear", "start": 6150.0, "step": 0.04,
+                           "npix": 5001}]},
+        "arms": [{"name": "h", "lo": 6150.0, "hi": 6350.0, "resolving_power": 50_000.0}]})
+    gen = SpectrumGenerator(inst)
+    rng = np.random.default_rng(seed)
+    labels = np.array([[lab.typical for lab in LABELS]] * n)
+    labels[:, INDEX["teff"]] = rng.uniform(4500, 6500, n)
+    labels[:, INDEX["logg"]] = rng.uniform(1.5, 4.8, n)
+    labels[:, INDEX["fe_h"]] = rng.uniform(-1.5, 0.3, n)
+    labels[:, INDEX["vsini"]] = 0.0
+    with torch.no_grad():
+        flux = torch.cat([gen(torch.as_tensor(labels[i:i + 32]))
+                          for i in range(0, n, 32)]).numpy()
+    params = np.zeros(n, dtype=[("teff", "f8"), ("logg", "f8"), ("feh", "f8")])
+    params["teff"], params["logg"], params["feh"] = labels[:, 0], labels[:, 1], labels[:, 2]
+    with h5py.File(path, "w") as h5:
+        h5["wave"] = gen.wave
+        h5["wave"].attrs["unit"] = "Angstrom"
+        h5["flux"] = flux.astype(np.float32)
+        h5["params"] = params
+    return labels[:, :3]
+
+
+@pytest.fixture(scope="module")
+def grids(ray_session, tmp_path_factory):
+    """The ingested grid, its observation with RV and noise, and one at rest for emulators."""
+    root = tmp_path_factory.mktemp("grid")
+    write_grid_h5(root / "grid.h5", 300)
+    (root / "instrument.yaml").write_text(yaml.safe_dump(INSTRUMENT))
+    run("ingest", str(root / "grid.h5"), "--noiseless", "--resolution", "50000",
+        "--rows-per-shard", "100", "--to", str(root / "grid"))
+    run("observe", str(root / "grid"), "--instrument", str(root / "instrument.yaml"),
+        "--rv", "normal:0:10", "--snr", "100:300", "--snr-per", "angstrom", "--seed", "1",
+        "--to", str(root / "observed"))
+    run("observe", str(root / "grid"), "--instrument", str(root / "instrument.yaml"),
+        "--snr", "200", "--to", str(root / "rest"))
+    return root
+
+
+def ids_of(url: Path) -> list[str]:
+    return [i for b in iter_shards(str(url)) for i in b.spectrum_id]
+
+
+def line_source(lo: float, hi: float, centre: float, sigma: float, depth: float,
+                medium: str = "vacuum") -> tuple[Manifest, SpectrumBatch]:
+    """One Gaussian absorption line on a 0.01 Å grid over [lo, hi] Å at R = 100,000."""
+    grid = WavelengthGrid(arms=[ArmGrid.linear_range("a", lo, hi, 0.01)], medium=medium)
+    w = grid.wavelength()
+    flux = 1 - depth * np.exp(-0.5 * ((w - centre) / sigma) ** 2)
+    manifest = Manifest(grid=grid, flux_unit="", uncertainties="none",
+                        labels=[LabelSpec(name="teff", unit="K")],
+                        resolution=[Resolution(lo=w[0], hi=w[-1], resolving_power=100_000,
+                                               origin="option")],
+                        provenance=Provenance(producer="test", code_version="0"))
+    batch = SpectrumBatch(spectrum_id=np.array(["line"]), flux=flux[None],
+                          sigma=np.zeros((1, w.size)), mask=np.zeros((1, w.size), np.uint8),
+                          labels={"teff": np.array([5000.0])})
+    return manifest, batch
+
+
+def moments(wave: np.ndarray, flux: np.ndarray, step: float) -> tuple[float, float, float]:
+    """Centre, Gaussian σ and equivalent width (Å) of an absorption line."""
+    depth = 1 - flux
+    centre = (wave * depth).sum() / depth.sum()
+    sigma = np.sqrt(((wave - centre) ** 2 * depth).sum() / depth.sum())
+    return centre, sigma, depth.sum() * step
+
+
+@pytest.mark.parametrize("rv", [0.0, 80.0])
+def test_observe_shifts_broadens_and_conserves_a_line(rv):
+    manifest, batch = line_source(6000.0, 6400.0, 6200.0, 0.05, 0.5)
+    cfg = ObserveConfig(instrument=INSTRUMENT, rv={"kind": "fixed", "value": rv}, noise=False)
+    observer = Observer(cfg, manifest)
+    seen = observer(batch)
+    centre, sigma, ew = moments(observer.wave, seen.flux[0], 0.25)
+    assert (centre / 6200.0 - 1) * C_KMS == pytest.approx(rv, abs=0.05)
+    # intrinsic ⊗ LSF (R = 5000 less the source's 100,000 in quadrature) ⊗ 0.25 Å pixel
+    want = np.sqrt(0.05**2 + (6200.0 / 5000 / 2.3548) ** 2 + 0.25**2 / 12)
+    assert sigma == pytest.approx(want, rel=2e-3)
+    assert ew == pytest.approx(0.5 * 0.05 * np.sqrt(2 * np.pi) * (1 + rv / C_KMS), rel=1e-3)
+    assert seen.metadata["rv"][0] == rv and seen.model_flux is None
+
+
+def test_observe_moves_an_air_grid_to_vacuum_and_refuses_what_it_cannot_do():
+    manifest, batch = line_source(6000.0, 6400.0, float(vacuum_to_air(np.array([6200.0]))[0]),
+                                  0.05, 0.5, medium="air")
+    observer = Observer(ObserveConfig(instrument=INSTRUMENT, noise=False), manifest)
+    centre, _, _ = moments(observer.wave, observer(batch).flux[0], 0.25)
+    assert centre == pytest.approx(6200.0, abs=0.002)  # the vacuum wavelength
+    low = manifest.model_copy(update={"resolution": [Resolution(
+        lo=6000, hi=6400, resolving_power=4000, origin="option")]})
+    with pytest.raises(SpectraError, match="resolving power .4000. is not above"):
+        Observer(ObserveConfig(instrument=INSTRUMENT), low)
+    narrow, _ = line_source(6200.0, 6400.0, 6300.0, 0.05, 0.5)
+    with pytest.raises(SpectraError, match="source covers 6200.00"):
+        Observer(ObserveConfig(instrument=INSTRUMENT), narrow)
+
+
+def test_observed_dataset_is_deterministic_noisy_and_resumes(grids, tmp_path):
+    m = load_manifest(str(grids / "observed"))
+    assert m.model_flux and m.uncertainties == "measured" and m.npix == 761
+    assert [r.resolving_power for r in m.resolution] == [5000.0]
+    batch = SpectrumBatch.concat(list(iter_shards(str(grids / "observed"))))
+    assert sorted(batch.spectrum_id) == sorted(ids_of(grids / "grid"))
+    assert abs(np.std(batch.metadata["rv"]) - 10) < 2.5
+    # S/N 100–300 per Å is 50–150 per 0.25 Å pixel, measured from the noise drawn
+    resid = (batch.flux - batch.model_flux) / batch.sigma
+    assert np.std(resid) == pytest.approx(1.0, abs=0.02)
+    assert np.all((batch.metadata["snr"] >= 49.9) & (batch.metadata["snr"] <= 150.1))
+    # a run killed after one shard resumes and gives the same bytes
+    out = tmp_path / "again"
+    args = ["observe", str(grids / "grid"), "--instrument", str(grids / "instrument.yaml"),
+            "--rv", "normal:0:10", "--snr", "100:300", "--snr-per", "angstrom", "--seed", "1",
+            "--to", str(out)]
+    run(*args)
+    first = load_manifest(str(out))
+    assert [s.sha256 for s in first.shards] == [s.sha256 for s in m.shards]
+    (out / "_manifest.json").unlink()
+    for shard in first.shards[1:]:
+        (out / shard.path).unlink()
+        (out / "_progress" / shard.path.replace(".parquet", ".json")).unlink()
+    kept = (out / first.shards[0].path).stat().st_mtime_ns
+    run(*args)
+    assert (out / first.shards[0].path).stat().st_mtime_ns == kept
+    assert [s.sha256 for s in load_manifest(str(out)).shards] == [s.sha256 for s in m.shards]
+
+
+def _train_job(tmp_path: Path, model: str, data: str, held_out: Path, **extra) -> Path:
+    job = {"model": model, "model_args": dict(card(model).tiny), "output": str(tmp_path),
+           "name": model,
+           "data": {"train": data, "labels": LABELS3, "validation_ids": str(held_out)},
+           "optim": {"epochs": 1, "batch_size": 32, "lr": 2e-3},
+           "scaling": {"num_workers": 1, "cpus_per_worker": 1.0}, **extra}
+    for key in ("n_labels", "n_pix", "wavelength"):
+        job["model_args"].pop(key, None)
+    path = tmp_path / f"{model}.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_observed_grid_trains_a_regressor_that_recovers_held_back_labels(grids, tmp_path):
+    ids = sorted(ids_of(grids / "observed"))
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(ids[::5]))
+    job = _train_job(tmp_path, "ridge", str(grids / "observed"), held_out,
+                     model_args={"alpha": 1.0})
+    assert "trained ridge for 1 epochs" in run("train", str(job))
+    run("infer", str(tmp_path / "ridge" / "artifact"), str(grids / "observed"),
+        "--to", str(tmp_path / "catalog"))
+    table = read_catalog(str(tmp_path / "catalog"))
+    truth = {r["spectrum_id"]: r for r in pq.read_table(
+        [str(p) for p in sorted((grids / "observed").glob("part-*.parquet"))],
+        columns=["spectrum_id", *LABELS3]).to_pylist()}
+    rows = [r for r in table.to_pylist() if r["spectrum_id"] in set(ids[::5])]
+    assert len(rows) == 60
+    train_rows = [truth[i] for i in ids if i not in set(ids[::5])]
+    for name, ratio in (("teff", 0.4), ("logg", 0.9), ("fe_h", 0.6)):
+        err = np.mean([abs(r[name] - truth[r["spectrum_id"]][name]) for r in rows])
+        mean = np.mean([t[name] for t in train_rows])
+        guess = np.mean([abs(mean - truth[r["spectrum_id"]][name]) for r in rows])
+        assert err < ratio * guess, (name, err, guess)
+
+
+@pytest.mark.parametrize("model", names())
+def test_every_family_trains_on_the_grid_and_runs_through_infer(grids, tmp_path, model):
+    c = card(model)
+    emulator = c.family == "emulator"
+    # emulators learn rest-frame model flux; everything is then run on the observed stars
+    data = grids / ("rest" if emulator else "observed")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(sorted(ids_of(data))[::5]))
+    assert f"trained {model} for 1 epochs" in run("train", str(_train_job(tmp_path, model,
+                                                                          str(data), held_out)))
+    artifact = load_artifact(str(tmp_path / model / "artifact"))
+    artifact.verify()
+    infer = {"model": str(tmp_path / model / "artifact"), "data": str(grids / "observed"),
+             "to": str(tmp_path / "catalog"), "noise_redraws": 2,
+             "actors": {"min_actors": 1, "max_actors": 1, "batch_size": 64}}
+    if emulator:
+        infer["fit"] = {"restarts": 1, "steps": 5, "polish_steps": 0}
+    (tmp_path / "infer.yaml").write_text(yaml.safe_dump(infer))
+    run("infer", str(tmp_path / "infer.yaml"))
+    table = read_catalog(str(tmp_path / "catalog"))
+    assert sorted(table.column("spectrum_id").to_pylist()) == sorted(ids_of(grids / "observed"))
+    for name in LABELS3:
+        assert np.isfinite(table.column(name).to_numpy()).all(), name

@@ -1,6 +1,6 @@
 """Training throughput through Ray Train against a bare single-process PyTorch loop.
 
-    python -m benchmarks.train_rate [--spectra 2048] [--epochs 3]
+    python -m benchmarks.train_rate [--spectra 2048] [--epochs 3] [--overhead 1000,100000]
 
 The same model (SpecViT, D = 64, 2 layers, on 1,024-pixel spectra), data and batch size:
 (a) a plain loop over in-memory tensors in this process, with all threads and with one
@@ -8,6 +8,11 @@ The same model (SpecViT, D = 64, 2 layers, on 1,024-pixel spectra), data and bat
 worker; (c) with two workers (0.5 CPU each, so that Ray Data keeps a core). Throughput is
 training spectra per second during the epochs (the mean of the last epochs, set-up
 excluded), and the end-to-end time of each run is printed too.
+
+Epoch overhead (``--overhead``): a small Payne (128-128) on 256-pixel spectra, one worker,
+datasets of the given sizes; an epoch's wall time (from one epoch's start to the next's:
+reading, validation, checkpoint and report included) against its compute (the steps'
+own time), as the ratio wall ÷ compute. The target is at most 1.5.
 """
 
 from __future__ import annotations
@@ -31,13 +36,13 @@ from stellar_ray.training.config import TrainConfig
 NPIX, MODEL = 1024, {"d": 64, "heads": 4, "layers": 2}
 
 
-def make_data(url: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def make_data(url: str, n: int, npix: int = NPIX) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     labels = rng.normal(size=(n, 3))
-    flux = (1.0 + 0.1 * np.tanh(labels @ rng.normal(size=(3, NPIX)))
-            + 0.01 * rng.normal(size=(n, NPIX))).astype(np.float32)
+    flux = (1.0 + 0.1 * np.tanh(labels @ rng.normal(size=(3, npix)))
+            + 0.01 * rng.normal(size=(n, npix))).astype(np.float32)
     grid = WavelengthGrid(arms=[ArmGrid(name="a", kind="linear", start=5000.0, step=0.5,
-                                        npix=NPIX)])
+                                        npix=npix)])
     manifest = Manifest(grid=grid, flux_unit="", labels=[LabelSpec(name=f"y{i}")
                                                          for i in range(3)],
                         rows_per_shard=256,
@@ -84,13 +89,48 @@ def ray_run(url: str, out: str, workers: int, epochs: int, batch: int) -> tuple[
     return float(np.mean(rates[1:] if len(rates) > 1 else rates)), total
 
 
+def overhead_run(url: str, out: str, epochs: int) -> tuple[float, float]:
+    """(mean epoch wall time, mean epoch compute time) in s of a small Payne, one worker."""
+    from stellar_ray.training.run import train
+
+    cfg = TrainConfig.model_validate({
+        "model": "payne", "model_args": {"hidden": [128, 128]},
+        "data": {"train": url, "labels": ["y0", "y1", "y2"], "validation_fraction": 0.1},
+        "optim": {"epochs": epochs, "batch_size": 256, "lr": 1e-3},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1.0}, "keep_checkpoints": epochs,
+        "output": out, "name": f"overhead-{os.path.basename(url)}"})
+    history = train(cfg).history
+    wall = [m["previous_epoch_wall_s"] for m in history if "previous_epoch_wall_s" in m]
+    compute = [m["epoch_compute_s"] for m in history[:-1]]
+    return float(np.mean(wall)), float(np.mean(compute))
+
+
+def overhead(sizes: list[int], epochs: int) -> None:
+    from stellar_ray.runtime import init_ray
+
+    init_ray(num_cpus=os.cpu_count())
+    print(f"{'spectra':>8s} {'epoch wall s':>13s} {'compute s':>10s} {'wall/compute':>13s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            url = os.path.join(tmp, f"data{n}")
+            make_data(url, n, npix=256)
+            wall, compute = overhead_run(url, os.path.join(tmp, "runs"), epochs)
+            print(f"{n:8d} {wall:13.3f} {compute:10.3f} {wall / compute:13.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectra", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--overhead", help="comma-separated dataset sizes: measure epoch "
+                        "wall time against compute instead")
     args = parser.parse_args([] if __name__ != "__main__" else None)
     import ray
+
+    if args.overhead:
+        overhead([int(x) for x in args.overhead.split(",")], max(args.epochs, 3))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         url = os.path.join(tmp, "data")

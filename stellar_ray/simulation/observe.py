@@ -293,7 +293,6 @@ class ObserveRows:
     def __init__(self, config: ObserveConfig, source: Manifest, source_url: str) -> None:
         self.config_json = config.model_dump_json()
         self.source_json = source.model_dump_json()
-        self.output = observed_manifest(config, source, source_url)
         self.url = source_url
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

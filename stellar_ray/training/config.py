@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config_files import load_config
 from ..models.registry import card
+from ..simulation.observe import ObserveConfig
 from ..simulation.survey import SimulationConfig
 
 
@@ -23,6 +24,9 @@ class DataConfig(BaseModel):
     train: str | None = None
     simulate: SimulationConfig | None = Field(default=None, description="a survey the "
                                               "generator makes anew for every epoch")
+    observe: ObserveConfig | None = Field(default=None, description="observe the 'train' "
+                                          "dataset (a noiseless grid) through this "
+                                          "instrument on the fly, as stellar-ray observe")
     validation: str | None = None
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     validation_ids: list[str] | str | None = Field(default=None, description="the ids held "
@@ -44,6 +48,8 @@ class DataConfig(BaseModel):
         if (self.train is None) == (self.simulate is None):
             raise ValueError("data: give exactly one of 'train' (a dataset URL) and "
                              "'simulate' (a survey generated on the fly)")
+        if self.observe is not None and self.train is None:
+            raise ValueError("data.observe needs data.train: the noiseless grid to observe")
         chosen = [n for n in ("validation", "validation_ids", "validation_column")
                   if getattr(self, n) is not None]
         if len(chosen) > 1:

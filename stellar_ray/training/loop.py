@@ -133,10 +133,11 @@ def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
                  checkpoint: Checkpoint | None) -> dict[str, Any]:
     """One pass over this worker's shard; returns the epoch's training metrics."""
     opt.model.train()
-    total, count, seen, started = 0.0, 0, 0, time.perf_counter()
+    total, count, seen, started, compute = 0.0, 0, 0, time.perf_counter(), 0.0
     # bf16 autocast on GPUs only: on CPUs bf16 arithmetic is hundreds of times slower
     autocast = w.device.type == "cuda" and w.cfg.optim.bf16
     for batch in data.iter_batches(batch_size=int(opt.plateau.batch), batch_format="numpy"):
+        step_started = time.perf_counter()
         inputs, target = w.task.prepare(batch, w.norm, w.wave,
                                         noise_alpha=w.cfg.data.noise_alpha, train=True,
                                         generator=w.generator)
@@ -155,9 +156,11 @@ def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
         opt.optimizer.step()
         opt.scheduler.step()
         total, count, seen = total + loss.item(), count + 1, seen + len(target)
+        compute += time.perf_counter() - step_started
     seconds = time.perf_counter() - started
     return {"epoch": epoch, "train_loss": total / max(count, 1),
             "lr": opt.scheduler.get_last_lr()[0], "epoch_train_s": seconds,
+            "epoch_compute_s": compute,
             "train_spectra_per_s": seen * w.world / max(seconds, 1e-9)}
 
 
@@ -211,14 +214,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start, best = _restore(w, opt, checkpoint)
     train_data = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("validation")
+    previous_start = None
     for epoch in range(start, w.cfg.optim.epochs):
         _injected_failure(epoch, w.rank)
+        epoch_start = time.perf_counter()
         metrics = _train_epoch(w, opt, train_data, epoch, checkpoint)
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = None
-            if w.rank == 0:
-                best, saved = _validate_and_save(w, opt, val_data, metrics, best, epoch, tmp)
-            ray.train.report(metrics, checkpoint=saved)
+        if previous_start is not None:  # wall time of the last epoch, report included
+            metrics["previous_epoch_wall_s"] = epoch_start - previous_start
+        previous_start = epoch_start
+        saved = None
+        if w.rank == 0:
+            # uploaded in the background (Ray deletes the folder after): the next epoch
+            # does not wait for storage
+            best, saved = _validate_and_save(w, opt, val_data, metrics, best, epoch,
+                                             tempfile.mkdtemp(prefix="stellar-ray-ckpt-"))
+        ray.train.report(metrics, checkpoint=saved,
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                         delete_local_checkpoint_after_upload=saved is not None)
         checkpoint = ray.train.get_checkpoint() or checkpoint
         if w.world > 1:  # every rank follows rank 0's decisions
             state = broadcast_from_rank_zero(opt.plateau.state())

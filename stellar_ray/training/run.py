@@ -32,6 +32,7 @@ from ..models.registry import build, card
 from ..quantities import default_unit
 from ..runtime import init_ray, verbose
 from ..simulation.labels import INDEX
+from ..simulation.observe import observed_dataset, observed_manifest
 from ..simulation.survey import shard_labels, simulated_dataset, survey_manifest
 from ..spectra.dataset import load_manifest
 from ..spectra.manifest import Manifest
@@ -79,6 +80,24 @@ def _check_data(cfg: TrainConfig, manifest: Manifest, url: str) -> dict[str, Any
     return args
 
 
+def _check_rest_frame(cfg: TrainConfig, manifest: Manifest) -> None:
+    """Emulators learn rest-frame flux (RV is not one of their inputs; fit mode applies it
+    once): refuse training spectra that carry radial velocities."""
+    if card(cfg.model).family != "emulator":
+        return
+    if cfg.data.simulate is not None:
+        sim = cfg.data.simulate
+        rv = np.concatenate([shard_labels(sim, k)[0][:, INDEX["rv"]]
+                             for k in range(sim.n_shards)])
+    else:
+        rv = np.array([v for s in manifest.shards for v in s.stats.get("rv", ())])
+    if rv.size and np.nanmax(np.abs(rv)) > 0:
+        raise SpectraError(f"emulators learn rest-frame spectra, and these carry radial "
+                           f"velocities up to {np.nanmax(np.abs(rv)):.3g} km/s: observe the "
+                           "grid with --rv 0 (or fix the simulation prior's rv at 0)",
+                           file=cfg.data.source, field="rv")
+
+
 def _columns(cfg: TrainConfig, manifest: Manifest) -> list[str]:
     cols = ["flux", "sigma", *cfg.data.labels]
     if manifest.model_flux:
@@ -117,10 +136,14 @@ class PreparedRun(PreparedData):
 
 
 def _manifest(cfg: TrainConfig) -> Manifest:
-    """What the training data hold: the dataset's manifest, or the simulated survey's."""
+    """What the training data hold: the dataset's manifest, the simulated survey's, or the
+    dataset's as observed on the fly."""
     if cfg.data.simulate is not None:
         return survey_manifest(cfg.data.simulate)
-    return load_manifest(cfg.data.train, cfg.data.storage_options)
+    manifest = load_manifest(cfg.data.train, cfg.data.storage_options)
+    if cfg.data.observe is not None:
+        return observed_manifest(cfg.data.observe, manifest, cfg.data.train)
+    return manifest
 
 
 def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
@@ -137,13 +160,18 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
         val_ds = simulated_dataset(sim.model_copy(update={"seed": sim.seed + 1,
                                                           "n_spectra": n_val}), columns, task)
     else:
-        train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so, **task)
+        if cfg.data.observe is not None:  # lazy: observed again (same draws) every epoch
+            train_ds = observed_dataset(cfg.data.observe, cfg.data.train, columns, so, task)
+        else:
+            train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so,
+                                    **task)
         if not cfg.data.validation:
             split = {"fraction": cfg.data.validation_fraction, "ids": cfg.data.held_out_ids(),
                      "column": cfg.data.validation_column}
             val_ds = train_ds.map_batches(ValidationRows(keep=True, **split), **task)
             train_ds = train_ds.map_batches(ValidationRows(keep=False, **split), **task)
-        train_ds = train_ds.materialize()
+        if cfg.data.observe is None:
+            train_ds = train_ds.materialize()
     if cfg.data.validation:
         if load_manifest(cfg.data.validation, so).grid != manifest.grid:
             raise SpectraError("validation grid differs from the training grid",
@@ -178,6 +206,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     (Ray must run)."""
     manifest = _manifest(cfg)
     cfg = cfg.model_copy(update={"model_args": _check_data(cfg, manifest, cfg.data.source)})
+    _check_rest_frame(cfg, manifest)
     task = card(cfg.model).task
     train_ds, val_ds = _datasets(cfg, manifest)
     labels = _training_labels(cfg, train_ds)

@@ -10,9 +10,11 @@ training spectra per second during the epochs (the mean of the last epochs, set-
 excluded), and the end-to-end time of each run is printed too.
 
 Epoch overhead (``--overhead``): a small Payne (128-128) on 256-pixel spectra, one worker,
-datasets of the given sizes; an epoch's wall time (from one epoch's start to the next's:
-reading, validation, checkpoint and report included) against its compute (the steps'
-own time), as the ratio wall ÷ compute. The target is at most 1.5.
+datasets of the given sizes (held in the worker's memory), validating every epoch and
+at the default interval (``validate_every: auto``); an epoch's wall time (from one
+validation interval's start to the next's over its epochs: reading, validation, checkpoint
+and report included) against its compute (the steps' own time), as the ratio
+wall ÷ compute. The target is at most 1.5.
 """
 
 from __future__ import annotations
@@ -89,33 +91,42 @@ def ray_run(url: str, out: str, workers: int, epochs: int, batch: int) -> tuple[
     return float(np.mean(rates[1:] if len(rates) > 1 else rates)), total
 
 
-def overhead_run(url: str, out: str, epochs: int) -> tuple[float, float]:
-    """(mean epoch wall time, mean epoch compute time) in s of a small Payne, one worker."""
+def overhead_run(url: str, out: str, n: int, validate_every: int | str
+                 ) -> tuple[float, float]:
+    """(mean epoch wall time, mean epoch compute time) in s of a small Payne, one worker,
+    over three validation intervals."""
+    from stellar_ray.training.config import OptimConfig
     from stellar_ray.training.run import train
 
+    optim = {"batch_size": 256, "lr": 1e-3, "validate_every": validate_every}
+    epochs = 3 * OptimConfig(**optim).validation_interval(round(0.9 * n))
     cfg = TrainConfig.model_validate({
         "model": "payne", "model_args": {"hidden": [128, 128]},
         "data": {"train": url, "labels": ["y0", "y1", "y2"], "validation_fraction": 0.1},
-        "optim": {"epochs": epochs, "batch_size": 256, "lr": 1e-3},
+        "optim": {**optim, "epochs": epochs},
         "scaling": {"num_workers": 1, "cpus_per_worker": 1.0}, "keep_checkpoints": epochs,
-        "output": out, "name": f"overhead-{os.path.basename(url)}"})
+        "output": out, "name": f"overhead-{os.path.basename(url)}-{validate_every}"})
     history = train(cfg).history
-    wall = [m["previous_epoch_wall_s"] for m in history if "previous_epoch_wall_s" in m]
+    wall = [m["previous_wall_s_per_epoch"] for m in history
+            if "previous_wall_s_per_epoch" in m]
     compute = [m["epoch_compute_s"] for m in history[:-1]]
     return float(np.mean(wall)), float(np.mean(compute))
 
 
-def overhead(sizes: list[int], epochs: int) -> None:
+def overhead(sizes: list[int]) -> None:
     from stellar_ray.runtime import init_ray
 
     init_ray(num_cpus=os.cpu_count())
-    print(f"{'spectra':>8s} {'epoch wall s':>13s} {'compute s':>10s} {'wall/compute':>13s}")
+    print(f"{'spectra':>8s} {'validate_every':>15s} {'epoch wall s':>13s} {'compute s':>10s} "
+          f"{'wall/compute':>13s}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             url = os.path.join(tmp, f"data{n}")
             make_data(url, n, npix=256)
-            wall, compute = overhead_run(url, os.path.join(tmp, "runs"), epochs)
-            print(f"{n:8d} {wall:13.3f} {compute:10.3f} {wall / compute:13.2f}")
+            for every in (1, "auto"):
+                wall, compute = overhead_run(url, os.path.join(tmp, "runs"), n, every)
+                print(f"{n:8d} {every!s:>15s} {wall:13.3f} {compute:10.3f} "
+                      f"{wall / compute:13.2f}")
 
 
 def main() -> None:
@@ -129,7 +140,7 @@ def main() -> None:
     import ray
 
     if args.overhead:
-        overhead([int(x) for x in args.overhead.split(",")], max(args.epochs, 3))
+        overhead([int(x) for x in args.overhead.split(",")])
         return
 
     with tempfile.TemporaryDirectory() as tmp:

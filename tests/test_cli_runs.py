@@ -23,7 +23,7 @@ def _cli(*args: str, cwd) -> subprocess.Popen:
 def _train_yaml(tmp_path, survey: str, name: str) -> str:
     cfg = {"model": "specvit", "model_args": {"d": 16, "heads": 2, "layers": 1},
            "data": {"train": survey, "labels": ["teff", "logg"], "validation_fraction": 0.2},
-           "optim": {"epochs": 2, "batch_size": 32},
+           "optim": {"epochs": 2, "batch_size": 32, "validate_every": 1},
            "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
            "output": str(tmp_path / "runs"), "name": name}
     path = tmp_path / f"{name}.yaml"

@@ -27,7 +27,8 @@ def survey(ray_session, tmp_path_factory):
 def config(survey, tmp_path, model, **kw):
     data = {"train": survey, "labels": ["teff", "logg", "fe_h"], "validation_fraction": 0.2}
     base = {"model": model, "model_args": TINY[model], "data": data,
-            "optim": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_fraction": 0.05},
+            "optim": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_fraction": 0.05,
+                      "validate_every": 1},
             "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
             "output": str(tmp_path / "runs"), "name": model}
     for key, value in kw.items():
@@ -148,7 +149,8 @@ def test_training_on_a_survey_simulated_on_the_fly(ray_session, tmp_path):
             "validation_fraction": 0.25}
     cfg = TrainConfig.model_validate({
         "model": "specvit", "model_args": TINY["specvit"], "data": data,
-        "optim": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_fraction": 0.05},
+        "optim": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_fraction": 0.05,
+                  "validate_every": 1},
         "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
         "output": str(tmp_path / "runs"), "name": "on-the-fly"})
     result = train(cfg)
@@ -166,7 +168,7 @@ def test_plateau_schedule_decays_lr_and_batch_and_stops_early():
     cfg = TrainConfig.model_validate({
         "model": "smnet", "data": {"train": "x", "labels": ["teff"]}, "output": "x",
         "optim": {"schedule": "plateau", "batch_size": 100, "plateau_patience": 2,
-                  "early_stop_patience": 5}})
+                  "min_batch_size": 1, "early_stop_patience": 5}})
     state = Plateau(scale=1.0, batch=100)
     history = []
     for improved in (True, False, False, False, False, False):
@@ -174,3 +176,30 @@ def test_plateau_schedule_decays_lr_and_batch_and_stops_early():
         history.append((round(state.scale, 3), state.batch, state.stop))
     assert history == [(1.0, 100, False), (1.0, 100, False), (0.8, 80, False),
                        (0.8, 80, False), (0.64, 64, False), (0.64, 64, True)]
+
+
+def test_plateau_counts_the_epochs_between_validations_and_keeps_a_small_batch():
+    """Validating every 3 epochs, one stale validation is 3 stale epochs: with patience 2 the
+    schedule decays once, and after a second the 6 stale epochs reach early stopping. A batch
+    configured below min_batch_size is not raised to it."""
+    cfg = TrainConfig.model_validate({
+        "model": "smnet", "data": {"train": "x", "labels": ["teff"]}, "output": "x",
+        "optim": {"batch_size": 16, "plateau_patience": 2, "early_stop_patience": 6}})
+    assert cfg.optim.min_batch_size == 128 and cfg.optim.schedule == "plateau"
+    state = Plateau(scale=1.0, batch=16)
+    state.update(False, cfg.optim, epochs=3)
+    assert (round(state.scale, 3), state.batch, state.stale, state.stop) == (0.8, 16, 3, False)
+    state.update(False, cfg.optim, epochs=3)  # stale 6: two more multiples of 2 passed
+    assert (round(state.scale, 3), state.batch, state.stop) == (0.512, 16, True)
+
+
+def test_validation_interval_follows_the_training_set_size():
+    optim = TrainConfig.model_validate({
+        "model": "specvit", "data": {"train": "x", "labels": ["teff"]}, "output": "x",
+        "optim": {"epochs": 50}}).optim
+    assert optim.validate_every == "auto"
+    assert optim.validation_interval(100_000) == 1
+    assert optim.validation_interval(1_000) == 20
+    assert [e for e in range(50) if optim.validates(e, 1_000)] == [19, 39, 49]
+    with pytest.raises(ValueError, match="at least 1"):
+        optim.model_validate({"validate_every": 0})

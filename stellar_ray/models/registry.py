@@ -26,6 +26,13 @@ from .vit import ConvStemLSTM, SpecViT, overlap_vit
 
 EMULATOR = EmulatorTask()
 REGRESSOR = RegressorTask()
+# paper 002 §3.3: AdamW at a peak 1e-4, batch 16, linear warm-up over the first 10 % of the
+# steps, cosine decay to zero
+PAPER_002_OPTIM = {"lr": 1e-4, "batch_size": 16, "warmup_fraction": 0.1, "min_lr": 0.0}
+# paper 000 §4.3: learning rate 4e-4 and batch 1024, both ×0.8 after 10 epochs without
+# improvement, the batch not below 128; training stops after 50 such epochs
+SMNET_OPTIM = {"lr": 4e-4, "batch_size": 1024, "schedule": "plateau", "plateau_factor": 0.8,
+               "plateau_patience": 10, "min_batch_size": 128, "early_stop_patience": 50}
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class ModelCard:
     tiny: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     loss: Literal["mse", "l1"] = "mse"  # the paper's, unless a training config says
+    # the paper's optimiser settings (training.config.OptimConfig fields); a training
+    # config's own optim settings go over them
+    optim: dict[str, Any] = field(default_factory=dict)
 
     @property
     def family(self) -> Family:
@@ -49,19 +59,23 @@ class ModelCard:
 _CARDS = [
     ModelCard("payne", EMULATOR, the_payne, "002 TransformerPayne", "Appendix A, listing 1",
               None, 2_907_947, {"n_labels": 5, "n_pix": 64, "hidden": (32, 32)},
-              "MLP 128-128, GELU, sigmoid output; default grid of 22,315 pixels"),
+              "MLP 128-128, GELU, sigmoid output; default grid of 22,315 pixels",
+              optim=PAPER_002_OPTIM),
     ModelCard("bigpayne", EMULATOR, big_payne, "002 TransformerPayne",
               "Appendix A, listing 2", None, 54_320_939,
-              {"n_labels": 5, "n_pix": 64, "hidden": (64, 64, 64)}, "MLP 2048×3"),
+              {"n_labels": 5, "n_pix": 64, "hidden": (64, 64, 64)}, "MLP 2048×3",
+              optim=PAPER_002_OPTIM),
     ModelCard("transformer_payne", EmulatorTask(wavelength_queries=True), TransformerPayne,
               "002 TransformerPayne", "§3.1, listing 4", None, 17_004_033,
               {"n_labels": 5, "d": 32, "n_tokens": 4, "depth": 2, "heads": 4},
-              "d = 256, 16 tokens, 16 blocks, 8 heads; queried at any wavelengths"),
+              "d = 256, 16 tokens, 16 blocks, 8 heads; queried at any wavelengths",
+              optim=PAPER_002_OPTIM),
     ModelCard("smnet", EmulatorTask(target="log1p", median_baseline=True), SMNet, "000 SM-Net",
               "§4.1–4.3", None, 258_597_127,
               {"n_labels": 3, "n_pix": 64, "widths": (64, 128), "embed": 16,
                "channels": 8, "dropout": 0.0},
-              "3 → 4096 → 16384 → L = 11,655; the paper does not state its size"),
+              "3 → 4096 → 16384 → L = 11,655; the paper does not state its size",
+              optim=SMNET_OPTIM),
     # paper 003 Table 1: the transformers train with L1, the other regressors with MSE
     ModelCard("specvit", REGRESSOR, SpecViT, "003 SpecViT", "§3.2–3.4", 4.8e6, 4_809_729,
               {"n_labels": 2, "n_pix": 128, "d": 32, "heads": 4, "layers": 2}, loss="l1"),

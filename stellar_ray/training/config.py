@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config_files import load_config
-from ..models.registry import card
+from ..models.registry import CARDS, card
 from ..simulation.observe import ObserveConfig
 from ..simulation.survey import SimulationConfig
 
@@ -42,6 +43,10 @@ class DataConfig(BaseModel):
     cpus_per_task: float = Field(default=0.5, gt=0, description="CPUs each read or "
                                  "generation task holds: a fraction lets data tasks run "
                                  "beside training workers and sweep trials on a small node")
+    cache_bytes: int = Field(default=4 * 2**30, ge=0, description="a stored dataset whose "
+                             "flux columns take at most this many bytes per worker is read "
+                             "once into the worker's memory and shuffled there every epoch; "
+                             "0 streams it from storage every epoch")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -77,12 +82,21 @@ class DataConfig(BaseModel):
         return self.train or f"simulated {self.simulate.instrument_config().mode} survey"
 
 
+AUTO_VALIDATION_SPECTRA = 20_000
+"""``validate_every: auto`` validates once per this many training spectra (at least every
+epoch): a small epoch takes less time than validating, checkpointing and reporting it."""
+
+
 class OptimConfig(BaseModel):
     """AdamW with linear warm-up and cosine decay; gradient clipping."""
 
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(default=10, gt=0)
+    validate_every: int | Literal["auto"] = Field(
+        default="auto", description="epochs between validations (each with a checkpoint and "
+        "a report); auto: every epoch from 20,000 training spectra, else every "
+        "ceil(20,000 / N) epochs. The last epoch always validates")
     batch_size: int = Field(default=64, gt=0)
     lr: float = Field(default=3e-4, gt=0)
     min_lr: float = Field(default=1e-5, ge=0)
@@ -100,6 +114,24 @@ class OptimConfig(BaseModel):
                                 "shrinks the batch below this")
     early_stop_patience: int | None = Field(default=None, gt=0, description="stop after this "
                                             "many epochs without improvement")
+
+    @field_validator("validate_every")
+    @classmethod
+    def _positive_interval(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("validate_every must be at least 1 (or auto)")
+        return value
+
+    def validation_interval(self, train_rows: int) -> int:
+        """Epochs between validations for a training set of ``train_rows`` spectra."""
+        if self.validate_every != "auto":
+            return int(self.validate_every)
+        return max(1, math.ceil(AUTO_VALIDATION_SPECTRA / max(train_rows, 1)))
+
+    def validates(self, epoch: int, train_rows: int) -> bool:
+        """Whether epoch ``epoch`` (from 0) ends with a validation."""
+        return (epoch + 1) % self.validation_interval(train_rows) == 0 \
+            or epoch == self.epochs - 1
 
 
 class ScalingSettings(BaseModel):
@@ -131,6 +163,17 @@ class TrainConfig(BaseModel):
     worker_env: dict[str, str] = Field(default_factory=dict, description="environment "
                                        "variables set in every training worker")
     init_from: str | None = Field(default=None, description="artifact to fine-tune from")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_optimiser(cls, values: Any) -> Any:
+        """The model's paper settings (its card's) under the configured optim."""
+        if isinstance(values, dict) and isinstance(values.get("model"), str):
+            known = CARDS.get(values["model"])
+            optim = values.get("optim") or {}
+            if known is not None and known.optim and isinstance(optim, dict):
+                values = {**values, "optim": {**known.optim, **optim}}
+        return values
 
     @model_validator(mode="after")
     def _known_model(self) -> TrainConfig:

@@ -2,8 +2,10 @@
 what a batch means).
 
 Each worker trains its shard of the training dataset (data parallel, DDP through Ray's
-``prepare_model``); rank 0 evaluates the whole validation set once per epoch and saves the
-checkpoint. A restarted run, or a replaced worker, continues from the last checkpoint.
+``prepare_model``), held in its memory when the driver says it fits (``in_memory``); at every
+``optim.validate_every``-th epoch rank 0 evaluates the whole validation set and saves the
+checkpoint, and all ranks report. A restarted run, or a replaced worker, continues from the
+last checkpoint.
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ from ..models.tasks import Task
 from ..runtime import pick_device
 from ..spectra.grid import WavelengthGrid
 from .config import TrainConfig
+from .in_memory import InMemoryShard
 from .schedule import Plateau, lr_lambda
 
 CHECKPOINT_FILE = "state.pt"
+STREAM_SHUFFLE_ROWS = 2048
+"""Rows in Ray Data's local shuffle buffer when the shard streams from storage (a shard held
+in memory is shuffled whole)."""
 
 
 class NonFiniteLoss(ModelError):
@@ -136,7 +142,11 @@ def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
     total, count, seen, started, compute = 0.0, 0, 0, time.perf_counter(), 0.0
     # bf16 autocast on GPUs only: on CPUs bf16 arithmetic is hundreds of times slower
     autocast = w.device.type == "cuda" and w.cfg.optim.bf16
-    for batch in data.iter_batches(batch_size=int(opt.plateau.batch), batch_format="numpy"):
+    batches = data.iter_batches(batch_size=int(opt.plateau.batch), batch_format="numpy",
+                                local_shuffle_buffer_size=STREAM_SHUFFLE_ROWS,
+                                local_shuffle_seed=w.cfg.seed * 1_000_003 + 7919 * epoch
+                                + w.rank)
+    for batch in batches:
         step_started = time.perf_counter()
         inputs, target = w.task.prepare(batch, w.norm, w.wave,
                                         noise_alpha=w.cfg.data.noise_alpha, train=True,
@@ -164,11 +174,22 @@ def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
             "train_spectra_per_s": seen * w.world / max(seconds, 1e-9)}
 
 
+def _interval_metrics(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The training metrics of the epochs since the last validation: the last epoch's
+    number and learning rate, per-epoch means of the rest."""
+    last = epochs[-1]
+    out = {"epoch": last["epoch"], "lr": last["lr"], "epochs_since_validation": len(epochs)}
+    for key in ("train_loss", "epoch_train_s", "epoch_compute_s", "train_spectra_per_s"):
+        out[key] = float(np.mean([m[key] for m in epochs]))
+    return out
+
+
 def _validate_and_save(w: Worker, opt: Optimisation, data, metrics: dict[str, Any],
                        best: float, epoch: int, folder: str) -> tuple[float, Checkpoint]:
-    """Rank 0: validation metrics into ``metrics``, the plateau state updated, and the
-    checkpoint written to ``folder``; returns (best validation loss, checkpoint). The
-    module is unwrapped from DDP so that no collective waits for the other ranks."""
+    """Rank 0: validation metrics into ``metrics``, the plateau state updated (for the
+    epochs since the last validation), and the checkpoint written to ``folder``; returns
+    (best validation loss, checkpoint). The module is unwrapped from DDP so that no
+    collective waits for the other ranks."""
     model = _unwrap(opt.model)
     metrics.update(w.task.evaluate(
         model, w.norm, w.wave,
@@ -177,7 +198,7 @@ def _validate_and_save(w: Worker, opt: Optimisation, data, metrics: dict[str, An
     improved = metrics["val_loss"] < best
     best = float(min(best, metrics["val_loss"]))
     metrics["best_val_loss"] = best
-    opt.plateau.update(improved, w.cfg.optim)
+    opt.plateau.update(improved, w.cfg.optim, metrics["epochs_since_validation"])
     metrics["batch_size"] = int(opt.plateau.batch)
     torch.save({"model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
                 "scheduler": opt.scheduler.state_dict(), "epoch": epoch, "best": best,
@@ -214,14 +235,27 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start, best = _restore(w, opt, checkpoint)
     train_data = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("validation")
-    previous_start = None
+    if loop_config.get("in_memory"):  # read once; Ray Data would stream it every epoch
+        train_data = InMemoryShard.read(train_data)
+        if w.rank == 0:
+            val_data = InMemoryShard.read(val_data)
+    train_rows = loop_config["train_rows"]
+    since: list[dict[str, Any]] = []  # the epochs since the last validation
+    interval_start = previous_start = None
+    previous_epochs = 0
     for epoch in range(start, w.cfg.optim.epochs):
         _injected_failure(epoch, w.rank)
-        epoch_start = time.perf_counter()
-        metrics = _train_epoch(w, opt, train_data, epoch, checkpoint)
-        if previous_start is not None:  # wall time of the last epoch, report included
-            metrics["previous_epoch_wall_s"] = epoch_start - previous_start
-        previous_start = epoch_start
+        if interval_start is None:
+            interval_start = time.perf_counter()
+        since.append(_train_epoch(w, opt, train_data, epoch, checkpoint))
+        if not w.cfg.optim.validates(epoch, train_rows):
+            continue
+        metrics = _interval_metrics(since)
+        if previous_start is not None:  # the last interval's wall time, report included
+            metrics["previous_wall_s_per_epoch"] = \
+                (interval_start - previous_start) / previous_epochs
+        previous_start, previous_epochs = interval_start, len(since)
+        interval_start, since = None, []
         saved = None
         if w.rank == 0:
             # uploaded in the background (Ray deletes the folder after): the next epoch

@@ -40,6 +40,7 @@ from ..spectra.raydata import read_spectra
 from ..spectra.schema import MODEL_FLUX
 from ..spectra.split import ValidationRows
 from .config import TrainConfig
+from .in_memory import FLUX_COLUMNS, shard_bytes
 from .loop import CHECKPOINT_FILE, train_loop_per_worker
 from .reports import ForwardReports, epoch_line, fit_reporting, report_queue
 
@@ -219,6 +220,19 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     return PreparedData(cfg, manifest, train_ds, val_ds, norm, flux_sample, len(labels))
 
 
+def _in_memory(data: PreparedData) -> bool:
+    """Whether each worker holds its shard (and rank 0 the validation set) in memory: for
+    stored data (a simulated or observed set is drawn anew every epoch) whose per-pixel
+    columns fit in ``data.cache_bytes``."""
+    cfg = data.cfg
+    if cfg.data.simulate is not None or cfg.data.observe is not None:
+        return False
+    columns = sum(c in FLUX_COLUMNS for c in _columns(cfg, data.manifest))
+    held = shard_bytes(data.train_rows, data.manifest.npix, columns, cfg.scaling.num_workers) \
+        + shard_bytes(data.validation.count(), data.manifest.npix, columns, 1)
+    return held <= cfg.data.cache_bytes
+
+
 def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint | None = None
                 ) -> PreparedRun:
     """Check the data, fit the normalisation and build the ``TorchTrainer`` (Ray must run).
@@ -238,6 +252,7 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
                            "grid": manifest.grid.model_dump(mode="json"),
                            "warm_start": task.warm_start(norm, data.flux_sample),
                            "train_rows": data.train_rows, "init_state": init_state,
+                           "in_memory": _in_memory(data),
                            "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers,
                                      use_gpu=cfg.scaling.use_gpu,

@@ -36,17 +36,22 @@ class Plateau:
     stale: int = 0
     stop: bool = False
 
-    def update(self, improved: bool, optim: OptimConfig) -> None:
-        """After ``plateau_patience`` stale epochs multiply learning rate and batch size by
-        ``plateau_factor`` (batch ≥ ``min_batch_size``); stop after
-        ``early_stop_patience`` stale epochs."""
-        self.stale = 0 if improved else self.stale + 1
+    def update(self, improved: bool, optim: OptimConfig, epochs: int = 1) -> None:
+        """After a validation that came ``epochs`` epochs after the last one: every
+        ``plateau_patience`` stale epochs multiply learning rate and batch size by
+        ``plateau_factor`` (never taking the batch below ``min_batch_size``, nor raising a
+        batch configured smaller); stop after ``early_stop_patience`` stale epochs."""
+        before = self.stale
+        self.stale = 0 if improved else self.stale + epochs
         if optim.early_stop_patience is not None and self.stale >= optim.early_stop_patience:
             self.stop = True
-        if optim.schedule == "plateau" and self.stale > 0 and \
-                self.stale % optim.plateau_patience == 0:
+        if optim.schedule != "plateau" or improved:
+            return
+        for _ in range(self.stale // optim.plateau_patience
+                       - before // optim.plateau_patience):
             self.scale *= optim.plateau_factor
-            self.batch = max(optim.min_batch_size, int(self.batch * optim.plateau_factor))
+            self.batch = max(min(optim.min_batch_size, self.batch),
+                             int(self.batch * optim.plateau_factor))
 
     def state(self) -> dict:
         return asdict(self)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import ray.train
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import tune
 
 from ..config_files import load_config
@@ -68,6 +68,16 @@ class SweepConfig(BaseModel):
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     name: str = "sweep"
+
+    @field_validator("base")
+    @classmethod
+    def _validate_every_epoch(cls, base: dict[str, Any]) -> dict[str, Any]:
+        """Tune's schedulers count reports as iterations: a trial validates and reports
+        every epoch unless the base says otherwise."""
+        optim = base.get("optim") or {}
+        if "validate_every" not in optim:
+            base = {**base, "optim": {**optim, "validate_every": 1}}
+        return base
 
     def space(self) -> dict[str, Any]:
         out = {}

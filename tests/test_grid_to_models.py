@@ -180,6 +180,7 @@ def test_observed_dataset_is_deterministic_noisy_and_resumes(grids, tmp_path):
 
 
 def _train_job(tmp_path: Path, model: str, data: str, held_out: Path, **extra) -> Path:
+    """A job file ``<name>.yaml`` (name: the model's unless ``extra`` gives one)."""
     job = {"model": model, "model_args": dict(card(model).tiny), "output": str(tmp_path),
            "name": model,
            "data": {"train": data, "labels": LABELS3, "validation_ids": str(held_out)},
@@ -187,7 +188,7 @@ def _train_job(tmp_path: Path, model: str, data: str, held_out: Path, **extra) -
            "scaling": {"num_workers": 1, "cpus_per_worker": 1.0}, **extra}
     for key in ("n_labels", "n_pix", "wavelength"):
         job["model_args"].pop(key, None)
-    path = tmp_path / f"{model}.yaml"
+    path = tmp_path / f"{job['name']}.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
 
@@ -198,7 +199,12 @@ def test_observed_grid_trains_a_regressor_that_recovers_held_back_labels(grids, 
     held_out.write_text("\n".join(ids[::5]))
     job = _train_job(tmp_path, "ridge", str(grids / "observed"), held_out,
                      model_args={"alpha": 1.0})
+    cfg = yaml.safe_load(job.read_text())
+    cfg["data"]["transforms"] = {"teff": "log10"}  # trained on log10 Teff, reported in K
+    job.write_text(yaml.safe_dump(cfg))
     assert "trained ridge for 1 epochs" in run("train", str(job))
+    assert load_artifact(str(tmp_path / "ridge" / "artifact")).metadata.normalisation \
+        .transforms == {"teff": "log10"}
     run("infer", str(tmp_path / "ridge" / "artifact"), str(grids / "observed"),
         "--to", str(tmp_path / "catalog"))
     table = read_catalog(str(tmp_path / "catalog"))
@@ -304,3 +310,47 @@ def test_training_observes_the_grid_on_the_fly(grids, tmp_path):
     assert artifact.grid.npix == 761 and artifact.metadata.resolution[0].resolving_power == 5000
     # held-out Teff spread ≈ 500 K: the on-the-fly observation trained a useful model
     assert artifact.metadata.metrics["teff/mae"] < 0.4 * 500
+
+
+def test_a_grid_trained_regressor_fine_tunes_its_head_on_a_few_real_stars(grids, tmp_path):
+    """Synthetic → real (papers 002 §3.4, 003): the 'real' stars are the observed grid with
+    a Teff scale 400 K hotter than the synthetic one, labelled from a catalog. A regressor
+    trained on the grid is fine-tuned, its encoder frozen, on 120 of them; its Teff bias on
+    the other 180 shrinks and its encoder is the base's, bit for bit."""
+    ids = sorted(ids_of(grids / "observed"))
+    truth = {r["spectrum_id"]: r for r in pq.read_table(
+        [str(p) for p in sorted((grids / "observed").glob("part-*.parquet"))],
+        columns=["spectrum_id", *LABELS3]).to_pylist()}
+    catalog = tmp_path / "real_labels.csv"
+    catalog.write_text("star,teff\n" + "".join(f"{i},{truth[i]['teff'] + 400.0}\n"
+                                              for i in ids))
+    run("label", str(grids / "observed"), "--from", str(catalog), "--labels-id", "star",
+        "--to", str(tmp_path / "real"))
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(ids[::5]))
+    base = _train_job(tmp_path, "specvit", str(grids / "observed"), held_out,
+                      name="base", optim={"epochs": 20, "batch_size": 16, "lr": 3e-3})
+    run("train", str(base))
+    tuning = tmp_path / "tuning_validation.txt"  # the fine-tuning set: 120 stars
+    tuning.write_text("\n".join(i for k, i in enumerate(ids) if k % 5 not in (1, 3)))
+    tuned = _train_job(tmp_path, "specvit", str(tmp_path / "real"), tuning, name="tuned",
+                       init_from=str(tmp_path / "base" / "artifact"), freeze_encoder=True,
+                       optim={"epochs": 30, "batch_size": 16, "lr": 1e-3,
+                              "warmup_fraction": 0.0})
+    run("train", str(tuned))
+
+    def teff_bias(name: str) -> float:
+        run("infer", str(tmp_path / name / "artifact"), str(tmp_path / "real"),
+            "--to", str(tmp_path / f"catalog-{name}"))
+        rows = [r for r in read_catalog(str(tmp_path / f"catalog-{name}")).to_pylist()
+                if ids.index(r["spectrum_id"]) % 5 not in (1, 3)]
+        assert len(rows) == 180
+        return float(np.mean([r["teff"] - truth[r["spectrum_id"]]["teff"] - 400.0
+                              for r in rows]))
+
+    before, after = teff_bias("base"), teff_bias("tuned")
+    assert before < -200 and abs(after) < 0.35 * abs(before), (before, after)
+    b = load_artifact(str(tmp_path / "base" / "artifact")).model.state_dict()
+    t = load_artifact(str(tmp_path / "tuned" / "artifact")).model.state_dict()
+    assert all(torch.equal(b[k], t[k]) for k in b if not k.startswith("head."))
+    assert not torch.equal(b["head.weight"], t["head.weight"])

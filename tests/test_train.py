@@ -203,3 +203,20 @@ def test_validation_interval_follows_the_training_set_size():
     assert [e for e in range(50) if optim.validates(e, 1_000)] == [19, 39, 49]
     with pytest.raises(ValueError, match="at least 1"):
         optim.model_validate({"validate_every": 0})
+
+
+def test_cards_give_their_papers_optimiser_settings_under_the_config():
+    def optim(model, **given):
+        return TrainConfig.model_validate({
+            "model": model, "data": {"train": "x", "labels": ["teff"]}, "output": "x",
+            "optim": given}).optim
+
+    paper_002 = optim("transformer_payne")
+    assert (paper_002.lr, paper_002.batch_size, paper_002.warmup_fraction,
+            paper_002.min_lr, paper_002.schedule) == (1e-4, 16, 0.1, 0.0, "cosine")
+    assert optim("payne", lr=5e-5).lr == 5e-5 and optim("payne", lr=5e-5).batch_size == 16
+    smnet = optim("smnet")
+    assert (smnet.lr, smnet.batch_size, smnet.schedule, smnet.plateau_factor,
+            smnet.plateau_patience, smnet.min_batch_size, smnet.early_stop_patience) == \
+        (4e-4, 1024, "plateau", 0.8, 10, 128, 50)
+    assert optim("specvit").lr == 3e-4  # no paper settings on its card: the defaults

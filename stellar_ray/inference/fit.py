@@ -138,8 +138,8 @@ class EmulatorFitter(CatalogActor):
         n_used = usable.sum(1)
         err = cov.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().cpu().double().numpy()
         labels = self.norm.unz(params[:, :k].cpu())
-        extra = {f"{name}_err": err[:, i] * self.norm.std[i]
-                 for i, name in enumerate(self.norm.labels)}
+        label_err = self.norm.unz_err(params[:, :k].cpu(), err[:, :k])
+        extra = {f"{name}_err": label_err[:, i] for i, name in enumerate(self.norm.labels)}
         extra["rv"] = (params[:, k] * RV_UNIT_KMS).cpu().double().numpy()
         extra["rv_err"] = err[:, k] * RV_UNIT_KMS
         if self.config.fit.fit_broadening:

@@ -3,21 +3,32 @@ and back. Fitted on the training set, stored in the artifact."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import SpectraError
 from .preprocess import LabelScaler
+
+Transform = Literal["log10", "ln"]
+_FORWARD = {"log10": np.log10, "ln": np.log}
+_INVERSE = {"log10": lambda t: 10.0**t, "ln": np.exp}
+_SLOPE = {"log10": np.log(10.0), "ln": 1.0}  # d(label)/d(t) = slope · label
 
 
 class Normalisation(BaseModel):
-    """labels: names (K); mean, std: the z-scoring (K); low, high: the training domain (K),
-    in the labels' units; flux_scale: emulator targets are flux / flux_scale (flux in the
-    dataset's unit); log1p: SM-Net's (scale, maximum) of its log1p flux scaling."""
+    """labels: names (K); transforms: a label's log10 or ln, applied before z-scoring
+    (training works on the transformed label, every output is back in the label's units);
+    mean, std: the z-scoring (K) of the (transformed) labels; low, high: the training domain
+    (K), in the labels' units; flux_scale: emulator targets are flux / flux_scale (flux in
+    the dataset's unit); log1p: SM-Net's (scale, maximum) of its log1p flux scaling."""
 
     model_config = ConfigDict(extra="forbid")
 
     labels: list[str]
+    transforms: dict[str, Transform] = Field(default_factory=dict)
     mean: list[float]
     std: list[float]
     low: list[float]
@@ -26,30 +37,73 @@ class Normalisation(BaseModel):
     log1p: tuple[float, float] | None = None
 
     @classmethod
-    def of_labels(cls, labels: np.ndarray, names: list[str]) -> Normalisation:
-        """Statistics of training labels (N, K), NaN (unknown) values ignored."""
-        scaler = LabelScaler.fit(torch.as_tensor(labels))
-        return cls(labels=list(names), mean=scaler.mean.tolist(), std=scaler.std.tolist(),
-                   low=np.nanmin(labels, axis=0).tolist(),
+    def of_labels(cls, labels: np.ndarray, names: list[str],
+                  transforms: dict[str, Transform] | None = None) -> Normalisation:
+        """Statistics of training labels (N, K), NaN (unknown) values ignored; a
+        transformed label must be positive wherever it is known."""
+        transforms = dict(transforms or {})
+        labels = np.asarray(labels, dtype=np.float64)
+        for name in transforms:
+            values = labels[:, names.index(name)]
+            bad = np.flatnonzero(values <= 0)
+            if bad.size:
+                raise SpectraError(f"transform {transforms[name]} needs positive values; "
+                                   f"training row {int(bad[0])} has {values[bad[0]]:g}",
+                                   field=name)
+        norm = cls(labels=list(names), transforms=transforms, mean=[0.0] * len(names),
+                   std=[1.0] * len(names), low=np.nanmin(labels, axis=0).tolist(),
                    high=np.nanmax(labels, axis=0).tolist())
+        scaler = LabelScaler.fit(torch.as_tensor(norm.transformed(labels)))
+        norm.mean, norm.std = scaler.mean.tolist(), scaler.std.tolist()
+        return norm
+
+    def transformed(self, labels: np.ndarray) -> np.ndarray:
+        """(..., K) labels in their units -> the space they are z-scored in, float64."""
+        out = np.array(labels, dtype=np.float64)
+        for name, kind in self.transforms.items():
+            k = self.labels.index(name)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[..., k] = _FORWARD[kind](out[..., k])
+        return out
+
+    def untransformed(self, values: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`transformed`, float64."""
+        out = np.array(values, dtype=np.float64)
+        for name, kind in self.transforms.items():
+            k = self.labels.index(name)
+            out[..., k] = _INVERSE[kind](out[..., k])
+        return out
 
     def scaler(self) -> LabelScaler:
-        """The z-scoring as the zoo's module (float32 buffers: it can go into a model)."""
+        """The z-scoring of transformed labels as the zoo's module (float32 buffers)."""
         return LabelScaler(torch.as_tensor(self.mean), torch.as_tensor(self.std))
 
     def z(self, labels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, K) labels -> z-scores, float32."""
-        return self.scaler()(torch.as_tensor(np.asarray(labels, dtype=np.float64)).float())
+        """(B, K) labels in their units -> z-scores, float32."""
+        t = self.transformed(np.asarray(labels, dtype=np.float64))
+        return self.scaler()(torch.as_tensor(t).float())
 
     def unz(self, z: torch.Tensor | np.ndarray) -> np.ndarray:
-        """z-scores (..., K) -> labels, float64."""
-        z = torch.as_tensor(np.asarray(z, dtype=np.float32))
-        return self.scaler().inverse(z).double().numpy()
+        """z-scores (..., K) -> labels in their units, float64."""
+        z = np.asarray(z, dtype=np.float64)
+        return self.untransformed(z * np.asarray(self.std) + np.asarray(self.mean))
+
+    def unz_err(self, z: torch.Tensor | np.ndarray, z_err: torch.Tensor | np.ndarray
+                ) -> np.ndarray:
+        """1σ uncertainties (..., K) in z-scores at ``z`` -> in the labels' units (the
+        delta method through a transform: σ_x = slope · x · σ_t)."""
+        err = np.asarray(z_err, dtype=np.float64) * np.asarray(self.std)
+        if self.transforms:
+            labels = self.unz(z)
+            for name, kind in self.transforms.items():
+                k = self.labels.index(name)
+                err[..., k] = _SLOPE[kind] * labels[..., k] * err[..., k]
+        return err
 
     def z_domain(self) -> tuple[np.ndarray, np.ndarray]:
         """The training domain in z-scores: (low (K,), high (K,))."""
-        mean, std = np.asarray(self.mean), np.asarray(self.std)
-        return (np.asarray(self.low) - mean) / std, (np.asarray(self.high) - mean) / std
+        z = self.z(np.stack([self.low, self.high])).double().numpy()
+        return z[0], z[1]
 
 
 def labels_of(batch: dict[str, np.ndarray], names: list[str]) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config_files import load_config
+from ..models.normalisation import Transform
 from ..models.registry import CARDS, card
 from ..simulation.observe import ObserveConfig
 from ..simulation.survey import SimulationConfig
@@ -37,6 +38,9 @@ class DataConfig(BaseModel):
                                           "the dataset, true for validation rows")
     labels: list[str] = Field(min_length=1, description="label columns the model predicts "
                               "(regressors, cINN) or takes (emulators)")
+    transforms: dict[str, Transform] = Field(default_factory=dict, description="label: "
+                                             "log10 or ln, applied before z-scoring in "
+                                             "training and undone in every output")
     noise_alpha: float = Field(default=1.0, ge=0, description="α of x + α ε σ, fresh each "
                                "epoch, when the dataset keeps noiseless model flux")
     storage_options: dict[str, Any] | None = None
@@ -55,6 +59,10 @@ class DataConfig(BaseModel):
                              "'simulate' (a survey generated on the fly)")
         if self.observe is not None and self.train is None:
             raise ValueError("data.observe needs data.train: the noiseless grid to observe")
+        unknown = sorted(set(self.transforms) - set(self.labels))
+        if unknown:
+            raise ValueError(f"data.transforms: '{unknown[0]}' is not one of data.labels "
+                             f"{self.labels}")
         chosen = [n for n in ("validation", "validation_ids", "validation_column")
                   if getattr(self, n) is not None]
         if len(chosen) > 1:
@@ -163,6 +171,9 @@ class TrainConfig(BaseModel):
     worker_env: dict[str, str] = Field(default_factory=dict, description="environment "
                                        "variables set in every training worker")
     init_from: str | None = Field(default=None, description="artifact to fine-tune from")
+    freeze_encoder: bool = Field(default=False, description="fine-tuning: train only the "
+                                 "head (a regressor's linear head, the cINN's flow) and keep "
+                                 "init_from's encoder fixed")
 
     @model_validator(mode="before")
     @classmethod
@@ -177,7 +188,13 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_model(self) -> TrainConfig:
-        card(self.model)  # raises with the list of names
+        model = card(self.model)  # raises with the list of names
+        if self.freeze_encoder:
+            if self.init_from is None:
+                raise ValueError("freeze_encoder fine-tunes a trained model: give init_from")
+            if model.task.head is None or not model.task.gradient_trained:
+                raise ValueError(f"freeze_encoder: a {model.family} model ('{self.model}') "
+                                 "has no encoder to freeze")
         return self
 
     @property

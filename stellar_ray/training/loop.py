@@ -63,12 +63,14 @@ class Worker:
 
 @dataclass
 class Optimisation:
-    """The model with its optimiser, schedule and plateau state."""
+    """The model with its optimiser, schedule and plateau state, and the modules kept
+    fixed (in eval mode) while the rest trains."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     plateau: Plateau
+    frozen: list[torch.nn.Module]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -89,24 +91,39 @@ def _worker(loop_config: dict[str, Any]) -> Worker:
                   generator=torch.Generator().manual_seed(cfg.seed * 1000 + rank))
 
 
+def freeze_all_but(model: torch.nn.Module, trained: tuple[str, ...]) -> list[torch.nn.Module]:
+    """Stop gradients into every top-level module of ``model`` not named in ``trained``;
+    returns the frozen modules."""
+    frozen = [module for name, module in model.named_children() if name not in trained]
+    if len(frozen) == len(list(model.children())):
+        raise ModelError(f"none of {list(trained)} is a module of "
+                         f"{type(model).__name__}", where="freeze_encoder")
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen
+
+
 def _optimisation(w: Worker, loop_config: dict[str, Any]) -> Optimisation:
-    """A fresh model (warm-started as the task says, or from a base artifact's weights) with
-    AdamW and the configured schedule."""
+    """A fresh model (warm-started as the task says, or from a base artifact's weights, its
+    encoder frozen if asked) with AdamW over the trainable parameters and the configured
+    schedule."""
     optim = w.cfg.optim
     model = build(w.cfg.model, **w.cfg.model_args)
     w.task.init_model(model, loop_config.get("warm_start"))
     if loop_config.get("init_state"):
         model.load_state_dict(load_tensors(loop_config["init_state"]), strict=False)
+    frozen = freeze_all_but(model, w.task.head) if w.cfg.freeze_encoder else []
     model = prepare_model(model) if w.world > 1 or w.device.type != "cpu" else \
         model.to(w.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr,
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=optim.lr,
                                   weight_decay=optim.weight_decay)
     plateau = Plateau(scale=1.0, batch=optim.batch_size)
     steps = max(1, math.ceil(loop_config["train_rows"] / w.world / optim.batch_size))
     factor = lr_lambda(steps * optim.epochs, optim.warmup_fraction, optim.min_lr / optim.lr) \
         if optim.schedule == "cosine" else (lambda _: plateau.scale)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return Optimisation(model, optimizer, scheduler, plateau)
+    return Optimisation(model, optimizer, scheduler, plateau, frozen)
 
 
 def _restore(w: Worker, opt: Optimisation, checkpoint: Checkpoint | None
@@ -139,6 +156,8 @@ def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
                  checkpoint: Checkpoint | None) -> dict[str, Any]:
     """One pass over this worker's shard; returns the epoch's training metrics."""
     opt.model.train()
+    for module in opt.frozen:  # fixed: no dropout, no batch-statistics updates
+        module.eval()
     total, count, seen, started, compute = 0.0, 0, 0, time.perf_counter(), 0.0
     # bf16 autocast on GPUs only: on CPUs bf16 arithmetic is hundreds of times slower
     autocast = w.device.type == "cuda" and w.cfg.optim.bf16

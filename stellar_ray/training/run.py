@@ -216,7 +216,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         col = MODEL_FLUX if manifest.model_flux else "flux"
         source = val_ds if cfg.data.simulate is not None else train_ds  # no extra generation
         flux_sample = next(iter(source.iter_batches(batch_size=512, batch_format="numpy")))[col]
-    norm = task.fit_normalisation(labels, cfg.data.labels, flux_sample)
+    norm = task.fit_normalisation(labels, cfg.data.labels, flux_sample, cfg.data.transforms)
     return PreparedData(cfg, manifest, train_ds, val_ds, norm, flux_sample, len(labels))
 
 

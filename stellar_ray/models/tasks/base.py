@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from ..normalisation import Normalisation
+from ..normalisation import Normalisation, Transform
 
 Family = Literal["emulator", "regressor", "posterior", "classical"]
 InferenceMode = Literal["predict", "fit"]
@@ -40,6 +40,9 @@ class Task:
     #: what is done to flux before the model: regressors divide by the median (inside the
     #: model); emulators give flux in the dataset's unit
     flux_normalise: ClassVar[Literal["none", "median"]] = "median"
+    #: the top-level modules that fine-tuning with a frozen encoder trains (None: the
+    #: family has no encoder to freeze)
+    head: ClassVar[tuple[str, ...] | None] = None
 
     # -- shapes -----------------------------------------------------------------------
     def model_args(self, given: dict[str, Any], n_labels: int, n_pix: int) -> dict[str, Any]:
@@ -51,9 +54,11 @@ class Task:
 
     # -- normalisation and start ------------------------------------------------------
     def fit_normalisation(self, labels: np.ndarray, names: list[str],
-                          flux_sample: np.ndarray | None) -> Normalisation:
-        """From training labels (N, K) and, where the task needs it, flux (n, L)."""
-        return Normalisation.of_labels(labels, names)
+                          flux_sample: np.ndarray | None,
+                          transforms: dict[str, Transform] | None = None) -> Normalisation:
+        """From training labels (N, K), their transforms and, where the task needs it,
+        flux (n, L)."""
+        return Normalisation.of_labels(labels, names, transforms)
 
     @property
     def needs_flux_sample(self) -> bool:

@@ -19,7 +19,7 @@ import torch
 
 from ...spectra.schema import MODEL_FLUX
 from ..metrics import emulator_metrics
-from ..normalisation import Normalisation, labels_of
+from ..normalisation import Normalisation, Transform, labels_of
 from ..smnet import Log1pFluxScaler, masked_weighted_mse
 from ..transformer_payne import random_wavelength_subset
 from .base import Inputs, Task
@@ -84,8 +84,9 @@ class EmulatorTask(Task):
         return True
 
     def fit_normalisation(self, labels: np.ndarray, names: list[str],
-                          flux_sample: np.ndarray | None) -> Normalisation:
-        norm = Normalisation.of_labels(labels, names)
+                          flux_sample: np.ndarray | None,
+                          transforms: dict[str, Transform] | None = None) -> Normalisation:
+        norm = Normalisation.of_labels(labels, names, transforms)
         if flux_sample is None:
             return norm
         flux = np.asarray(flux_sample, dtype=np.float64)

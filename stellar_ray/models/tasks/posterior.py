@@ -25,6 +25,7 @@ VALIDATION_DRAWS = 64
 @dataclass(frozen=True)
 class PosteriorTask(RegressorTask):
     family = "posterior"
+    head = ("flow",)  # the spectrum summary network is the encoder
     gives = "log p(labels_z | flux); sample() for posterior draws"
 
     def loss(self, model: torch.nn.Module, inputs: Inputs, target: torch.Tensor,
@@ -67,7 +68,7 @@ class PosteriorTask(RegressorTask):
                 noise_redraws: int, generator: torch.Generator
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         post = model.posterior(flux, samples, quantiles)
-        err = post["std"].cpu().double().numpy() * np.asarray(norm.std)
+        err = norm.unz_err(post["mean"].cpu(), post["std"].cpu())
         qs = norm.unz(post["quantiles"].cpu())  # (Q, B, K)
         extra: dict[str, np.ndarray] = {}
         for k, name in enumerate(norm.labels):

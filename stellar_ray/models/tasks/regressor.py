@@ -49,6 +49,7 @@ class RegressorTask(Task):
 
     family = "regressor"
     modes = ("predict",)
+    head = ("head",)
     takes = "flux (B, L) on the artifact's grid, unusable pixels 0"
     gives = "labels (B, K) z-scored with normalisation.mean/std"
 

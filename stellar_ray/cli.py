@@ -395,6 +395,44 @@ def emulate_command(
     console.print(f"emulated {m.num_rows} spectra ({m.npix} pixels) into {to}")
 
 
+@app.command("library")
+def library_command(
+    sources: Annotated[list[str], typer.Argument(
+        help="dataset URLs on one grid, highest priority first")],
+    to: Annotated[str, typer.Option("--to", help="URL of the training library")],
+    keys: Annotated[str, typer.Option(
+        help="comma-separated labels whose exact combination is one model; also the axes "
+        "of --split")] = "teff,logg,fe_h",
+    split: Annotated[bool, typer.Option(
+        "--split/--no-split", help="record the 2-train / 2-validation split in parameter "
+        "space (columns in_train, in_validation)")] = False,
+    augment: Annotated[int | None, typer.Option(
+        help="record up to this many training copies of the most distinctive spectra "
+        "(column copies)")] = None,
+    repeat_fraction: Annotated[float, typer.Option(
+        help="the share of spectra --augment repeats")] = 0.2,
+    pixels: Annotated[int, typer.Option(
+        help="pixels spectra are binned to when comparing them")] = 2048,
+    overwrite: Annotated[bool, typer.Option(help="replace what is at --to")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Build an SM-Net style training library: union by priority, split, augmentation."""
+    from .runtime import init_ray
+    from .simulation.libraries import LibraryConfig, build_library
+
+    with _reported():
+        cfg = LibraryConfig(sources=sources, keys=[k.strip() for k in keys.split(",")],
+                            split=split, augment=augment, repeat_fraction=repeat_fraction,
+                            pixels=pixels)
+        init_ray(address)
+        m = build_library(cfg, to, storage_options=_storage(storage_options),
+                          overwrite=overwrite)
+    extra = ", ".join(c.name for c in cfg.extra_columns())
+    console.print(f"library of {m.num_rows} spectra from {len(sources)} sources into {to}"
+                  + (f" (columns {extra})" if extra else ""))
+
+
 @app.command("train")
 def train_command(
     config: Annotated[Path, typer.Argument(help="training YAML (see jobs/configs/)")],

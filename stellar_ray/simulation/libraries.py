@@ -1,8 +1,10 @@
-"""Building training libraries the SM-Net way (paper 000 §2–3).
+"""Building training libraries the SM-Net way (paper 000 §2–3), as ``stellar-ray library``.
 
-* :func:`combine_libraries`: the union of several spectral libraries on one grid, where a
+* :func:`build_library`: the union of several spectral libraries on one grid, where a
   label combination present in more than one library is kept only from the library with
-  the highest priority (first in the list).
+  the highest priority (first in the list); optionally with the split and the augmentation
+  below recorded per spectrum, for training's ``train_column``, ``validation_column`` and
+  ``repeat_column``.
 * :func:`parameter_split`: the 2-train / 2-validation split in parameter space — along
   each label axis the sorted unique values go two to training, two to validation, and so
   on, the first two and last two values to both; a spectrum is in a split only if all its
@@ -15,66 +17,156 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import ray
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import SpectraError
 from ..spectra.dataset import load_manifest
-from ..spectra.manifest import Manifest, Provenance
+from ..spectra.manifest import ColumnSpec, Manifest, Provenance
 from ..spectra.raydata import read_spectra, write_spectra
 from ..version import code_version
 
 
-def _label_table(url: str, names: Sequence[str], storage_options: dict | None) -> pa.Table:
-    ds = read_spectra(url, columns=list(names), storage_options=storage_options)
-    return pa.concat_tables(list(ds.iter_batches(batch_size=None, batch_format="pyarrow")))
+class LibraryConfig(BaseModel):
+    """``stellar-ray library``: which libraries go into one training library, and what is
+    recorded per spectrum for training (``in_train``/``in_validation`` from the parameter
+    split, ``copies`` from augmentation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] = Field(min_length=1, description="dataset URLs, highest priority "
+                               "first")
+    keys: list[str] = Field(default=["teff", "logg", "fe_h"], min_length=1,
+                            description="labels whose exact combination identifies a "
+                            "model across libraries, and the axes of the split")
+    split: bool = Field(default=False, description="add in_train / in_validation columns "
+                        "(the 2-train / 2-validation split in parameter space)")
+    augment: int | None = Field(default=None, ge=2, description="add a copies column: up "
+                                "to this many copies of the most distinctive spectra")
+    repeat_fraction: float = Field(default=0.2, gt=0, lt=1, description="the share of "
+                                   "spectra augmentation repeats")
+    pixels: int = Field(default=2048, gt=0, description="pixels the spectra are binned to "
+                        "for the similarity measure")
+
+    def extra_columns(self) -> list[ColumnSpec]:
+        out = []
+        if self.split:
+            out += [ColumnSpec(name="in_train", dtype="bool"),
+                    ColumnSpec(name="in_validation", dtype="bool")]
+        if self.augment is not None:
+            out.append(ColumnSpec(name="copies", dtype="int32"))
+        return out
 
 
-def combine_libraries(urls: Sequence[str], to: str, keys: Sequence[str] = ("teff", "logg",
-                      "fe_h"), storage_options: dict | None = None,
-                      overwrite: bool = False) -> Manifest:
-    """Write the union of the libraries at ``urls`` (priority order) to ``to``, dropping a
-    spectrum whose ``keys`` labels exactly equal those of one kept from an earlier library.
-    All libraries must share the wavelength grid and flux unit."""
-    manifests = [load_manifest(u, storage_options) for u in urls]
+def _check_sources(cfg: LibraryConfig, manifests: list[Manifest]) -> None:
     first = manifests[0]
-    for url, m in zip(urls[1:], manifests[1:]):
+    for url, m in zip(cfg.sources, manifests):
         if m.grid != first.grid or m.flux_unit != first.flux_unit:
             raise SpectraError("wavelength grid or flux unit differs from the first library "
-                               f"({urls[0]}); resample it first (stellar-ray ingest --grid)",
-                               file=url)
-        missing = [k for k in keys if k not in m.label_names]
+                               f"({cfg.sources[0]}); resample it first (stellar-ray ingest "
+                               "--grid)", file=url)
+        missing = [k for k in cfg.keys if k not in m.label_names]
         if missing:
             raise SpectraError("label missing from this library", file=url, field=missing[0])
-    seen: set[tuple] = set()
-    keep_ids: list[set[str]] = []
-    for url in urls:
-        table = _label_table(url, keys, storage_options)
-        values = zip(*(table.column(k).to_pylist() for k in keys))
-        ids = table.column("spectrum_id").to_pylist()
-        kept = set()
-        for sid, key in zip(ids, values):
+        clash = [c.name for c in cfg.extra_columns() if c.name in m.arrow_schema().names]
+        if clash:
+            raise SpectraError("the library already has this column", file=url,
+                               field=clash[0])
+
+
+@dataclass
+class _Kept:
+    """The spectra of one source that enter the library, with their key labels and, for
+    augmentation, their binned flux."""
+
+    ids: list[str]
+    keys: np.ndarray  # (n, P)
+    binned: np.ndarray | None  # (n, ≤ pixels)
+
+
+def _kept(cfg: LibraryConfig, url: str, seen: set[tuple], storage_options: dict | None
+          ) -> _Kept:
+    """One pass over a source: the spectra whose key combination no earlier (higher
+    priority) source holds; ``seen`` grows by theirs."""
+    columns = ["spectrum_id", *cfg.keys] + (["flux"] if cfg.augment is not None else [])
+    ids, keys, binned_parts = [], [], []
+    ds = read_spectra(url, columns=columns, storage_options=storage_options)
+    for batch in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+        values = np.stack([np.asarray(batch[k], dtype=np.float64) for k in cfg.keys], 1)
+        take = []
+        for i, key in enumerate(map(tuple, values)):
             if key not in seen:
                 seen.add(key)
-                kept.add(sid)
-        keep_ids.append(kept)
+                take.append(i)
+        ids += [str(batch["spectrum_id"][i]) for i in take]
+        keys.append(values[take])
+        if cfg.augment is not None:
+            binned_parts.append(binned(np.asarray(batch["flux"], np.float32)[take],
+                                       cfg.pixels))
+    return _Kept(ids, np.concatenate(keys) if keys else np.empty((0, len(cfg.keys))),
+                 np.concatenate(binned_parts) if binned_parts else None)
+
+
+@dataclass(frozen=True)
+class _AddColumns:
+    """A Ray Data batch transform keeping the listed spectra and adding their columns."""
+
+    values: dict[str, dict[str, np.ndarray]]  # column -> {id: value}; "" holds the ids
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        position = self.values[""]
+        rows = np.array([str(i) in position for i in batch["spectrum_id"]], dtype=bool)
+        out = {k: v[rows] for k, v in batch.items()}
+        where = np.array([position[str(i)] for i in out["spectrum_id"]], dtype=np.int64)
+        for name, column in self.values.items():
+            if name:
+                out[name] = column[where]
+        return out
+
+
+def build_library(cfg: LibraryConfig, to: str, *, storage_options: dict | None = None,
+                  overwrite: bool = False) -> Manifest:
+    """Write the union of ``cfg.sources`` to ``to``: a spectrum whose key labels exactly
+    equal those of one from an earlier source is left out; with ``split`` and ``augment``
+    each spectrum carries its split and its number of training copies (Ray must run)."""
+    manifests = [load_manifest(u, storage_options) for u in cfg.sources]
+    _check_sources(cfg, manifests)
+    seen: set[tuple] = set()
+    kept = [_kept(cfg, url, seen, storage_options) for url in cfg.sources]
+    ids = [i for k in kept for i in k.ids]
+    columns: dict[str, np.ndarray] = {}
+    if cfg.split:
+        split = parameter_split(np.concatenate([k.keys for k in kept]))
+        columns["in_train"], columns["in_validation"] = split.train, split.validation
+    if cfg.augment is not None:
+        copies, _ = augmentation_counts(np.concatenate([k.binned for k in kept]),
+                                        max_copies=cfg.augment,
+                                        repeat_fraction=cfg.repeat_fraction,
+                                        pixels=cfg.pixels)
+        columns["copies"] = copies.astype(np.int32)
     label_specs = {lab.name: lab for m in manifests for lab in m.labels}
+    first = manifests[0]
     manifest = first.model_copy(update={
-        "labels": list(label_specs.values()), "shards": [], "model_flux": False,
-        "provenance": Provenance(producer="stellar-ray combine-libraries",
-                                 config={"libraries": list(urls), "keys": list(keys)},
+        "labels": list(label_specs.values()), "shards": [],
+        "model_flux": all(m.model_flux for m in manifests),
+        "extra_metadata": [c for c in first.extra_metadata  # those every source has
+                           if all(c in m.extra_metadata for m in manifests)]
+        + cfg.extra_columns(),
+        "provenance": Provenance(producer="stellar-ray library",
+                                 config=cfg.model_dump(mode="json"),
                                  code_version=code_version()),
     })
-    columns = [f.name for f in manifest.arrow_schema()]
+    schema = manifest.arrow_schema().names
     parts = []
-    for url, m, kept in zip(urls, manifests, keep_ids):
-        wanted = [c for c in columns if c in m.arrow_schema().names]
+    for url, m, k in zip(cfg.sources, manifests, kept):
+        mine = set(k.ids)
+        position = {i: n for n, i in enumerate(ids) if i in mine}
+        wanted = [c for c in schema if c in m.arrow_schema().names]
         ds = read_spectra(url, columns=wanted, storage_options=storage_options)
-        parts.append(ds.filter(lambda row, kept=kept: row["spectrum_id"] in kept))
+        parts.append(ds.map_batches(_AddColumns({"": position, **columns})))
     union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return write_spectra(union, to, manifest, storage_options=storage_options,
                          overwrite=overwrite)
@@ -105,7 +197,7 @@ def parameter_split(labels: np.ndarray, boundary: int = 2, block: int = 2) -> Sp
     return Split(train=train, validation=val, test=~(train | val))
 
 
-def _downsample(flux: np.ndarray, pixels: int) -> np.ndarray:
+def binned(flux: np.ndarray, pixels: int) -> np.ndarray:
     """Mean over groups of pixels, each spectrum divided by its median (scale-free)."""
     n = flux.shape[1] // pixels * pixels if flux.shape[1] >= pixels else flux.shape[1]
     groups = max(1, flux.shape[1] // pixels)
@@ -145,7 +237,7 @@ def augmentation_counts(flux: np.ndarray, max_copies: int = 10, repeat_fraction:
     Copies are 1 for the most common ``1 − repeat_fraction`` of spectra and rise linearly
     with the dissimilarity rank to ``max_copies`` for the most distinctive one. The pairwise
     work runs as Ray tasks over blocks of ``block_rows`` spectra (Ray must be running)."""
-    small = _downsample(np.asarray(flux, dtype=np.float32), pixels)
+    small = binned(np.asarray(flux, dtype=np.float32), pixels)
     shared, unit = ray.put(small), ray.put(_unit(small))
     task = ray.remote(_block_dissimilarity)
     blocks = [np.arange(i, min(i + block_rows, len(small)))

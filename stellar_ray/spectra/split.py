@@ -22,14 +22,18 @@ def in_validation(ids: np.ndarray, fraction: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ValidationRows:
-    """A Ray Data batch transform keeping the validation rows (``keep=True``) or the others.
-    Validation rows are those whose id is in ``ids``, else those true in ``column``, else
-    the hash ``fraction``; ``column`` is dropped from the output."""
+    """A Ray Data batch transform keeping the validation rows (``keep=True``) or the
+    training rows. Validation rows are those whose id is in ``ids``, else those true in
+    ``column``, else the hash ``fraction``; training rows are those true in
+    ``train_column`` if given, else the rest, each repeated ``repeat_column`` times if
+    given. The split's columns are dropped from the output."""
 
     fraction: float
     keep: bool
     ids: frozenset[str] | None = None
     column: str | None = None
+    train_column: str | None = None
+    repeat_column: str | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.ids is not None:
@@ -38,5 +42,14 @@ class ValidationRows:
             chosen = np.asarray(batch[self.column], dtype=bool)
         else:
             chosen = in_validation(batch["spectrum_id"], self.fraction)
-        rows = chosen == self.keep
-        return {k: v[rows] for k, v in batch.items() if k != self.column}
+        if self.keep:
+            rows = np.flatnonzero(chosen)
+        else:
+            trains = np.asarray(batch[self.train_column], dtype=bool) \
+                if self.train_column is not None else ~chosen
+            rows = np.flatnonzero(trains)
+            if self.repeat_column is not None:
+                copies = np.asarray(batch[self.repeat_column], dtype=np.int64)[rows]
+                rows = np.repeat(rows, np.maximum(copies, 0))
+        dropped = {self.column, self.train_column, self.repeat_column}
+        return {k: v[rows] for k, v in batch.items() if k not in dropped}

@@ -36,6 +36,12 @@ class DataConfig(BaseModel):
                                                    "of a text file with one id per line")
     validation_column: str | None = Field(default=None, description="a boolean column of "
                                           "the dataset, true for validation rows")
+    train_column: str | None = Field(default=None, description="a boolean column, true for "
+                                     "training rows (else every row not in validation "
+                                     "trains); rows in neither are left out (a test set)")
+    repeat_column: str | None = Field(default=None, description="an integer column: each "
+                                      "training row appears that many times per epoch "
+                                      "(stellar-ray library --augment's copies)")
     labels: list[str] = Field(min_length=1, description="label columns the model predicts "
                               "(regressors, cINN) or takes (emulators)")
     transforms: dict[str, Transform] = Field(default_factory=dict, description="label: "
@@ -67,6 +73,9 @@ class DataConfig(BaseModel):
                   if getattr(self, n) is not None]
         if len(chosen) > 1:
             raise ValueError(f"data: give at most one of {chosen} (else validation_fraction)")
+        if self.simulate is not None and (self.train_column or self.repeat_column):
+            raise ValueError("data.train_column and data.repeat_column are columns of a "
+                             "stored dataset, not of a simulated survey")
         if self.simulate is not None and chosen and chosen[0] != "validation":
             raise ValueError(f"data.{chosen[0]}: a simulated survey validates on spectra "
                              "simulated with the next seed; give validation_fraction")

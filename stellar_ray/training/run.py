@@ -71,6 +71,11 @@ def _check_data(cfg: TrainConfig, manifest: Manifest, url: str) -> dict[str, Any
     if missing:
         raise SpectraError(f"label '{missing[0]}' is not in the dataset (it has "
                            f"{manifest.label_names})", file=url, field=missing[0])
+    for option in ("validation_column", "train_column", "repeat_column"):
+        name = getattr(cfg.data, option)
+        if name and name not in manifest.arrow_schema().names:
+            raise SpectraError(f"data.{option} '{name}' is not a column of the dataset",
+                               file=url, field=name)
     args = card(cfg.model).task.model_args(cfg.model_args, len(cfg.data.labels), manifest.npix)
     if args.get("n_labels") != len(cfg.data.labels):
         raise SpectraError(f"model_args.n_labels = {args['n_labels']} but data.labels lists "
@@ -105,8 +110,9 @@ def _columns(cfg: TrainConfig, manifest: Manifest) -> list[str]:
         cols.append(MODEL_FLUX)
     if "logg" in manifest.label_names and "logg" not in cols:
         cols.append("logg")
-    if cfg.data.validation_column:
-        cols.append(cfg.data.validation_column)
+    for name in (cfg.data.validation_column, cfg.data.train_column, cfg.data.repeat_column):
+        if name and name not in cols:
+            cols.append(name)
     return cols
 
 
@@ -168,17 +174,25 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
                                     **task)
         if not cfg.data.validation:
             split = {"fraction": cfg.data.validation_fraction, "ids": cfg.data.held_out_ids(),
-                     "column": cfg.data.validation_column}
+                     "column": cfg.data.validation_column,
+                     "train_column": cfg.data.train_column,
+                     "repeat_column": cfg.data.repeat_column}
             val_ds = train_ds.map_batches(ValidationRows(keep=True, **split), **task)
             train_ds = train_ds.map_batches(ValidationRows(keep=False, **split), **task)
+        elif cfg.data.train_column or cfg.data.repeat_column:  # validation from elsewhere
+            train_ds = train_ds.map_batches(ValidationRows(
+                keep=False, fraction=0.0, train_column=cfg.data.train_column,
+                repeat_column=cfg.data.repeat_column), **task)
         if cfg.data.observe is None:
             train_ds = train_ds.materialize()
     if cfg.data.validation:
         if load_manifest(cfg.data.validation, so).grid != manifest.grid:
             raise SpectraError("validation grid differs from the training grid",
                                file=cfg.data.validation)
-        val_ds = read_spectra(cfg.data.validation, columns=columns, storage_options=so,
-                              **task)
+        own = {cfg.data.train_column, cfg.data.repeat_column}  # the training set's columns
+        val_ds = read_spectra(cfg.data.validation, columns=[c for c in columns
+                                                            if c not in own],
+                              storage_options=so, **task)
     val_ds = val_ds.materialize()
     if val_ds.count() == 0:
         raise SpectraError("no validation rows: none of data.validation_ids is in the "

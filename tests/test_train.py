@@ -36,19 +36,6 @@ def config(survey, tmp_path, model, **kw):
     return TrainConfig.model_validate(base)
 
 
-def test_the_cinn_trains_data_parallel_on_two_workers(survey, tmp_path):
-    """Every family trains through the CLI in tests/test_grid_to_models.py; here two DDP
-    workers. The flow needs more, smaller steps than two epochs of batch 16 give it."""
-    result = train(config(survey, tmp_path, "cinn", optim={"batch_size": 8, "lr": 3e-3}))
-    assert result.epochs == 2
-    losses = [m["val_loss"] for m in result.history]
-    assert len(losses) == 2 and losses[1] < losses[0], losses
-    artifact = load_artifact(result.artifact)
-    artifact.verify()
-    assert artifact.metadata.model == "cinn" and artifact.grid.npix == 256
-    assert {"nll", "coverage68", "coverage95"} <= set(result.best_metrics)
-
-
 def test_a_stopped_run_resumes_at_the_right_epoch(survey, tmp_path):
     first = train(config(survey, tmp_path, "payne", optim={"epochs": 1}))
     assert first.epochs == 1
@@ -105,7 +92,7 @@ def test_non_finite_loss_names_the_step(survey, tmp_path):
         train(cfg)
 
 
-def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
+def test_asha_sweep_of_three_trials_names_the_best(survey, tmp_path):
     import pyarrow.parquet as pq
     import yaml
 
@@ -113,12 +100,12 @@ def test_asha_sweep_of_four_trials_names_the_best(survey, tmp_path):
 
     base = config(survey, tmp_path, "payne", optim={"epochs": 2},
                   scaling={"num_workers": 1, "cpus_per_worker": 0.5}).model_dump(mode="json")
-    summary = sweep(SweepConfig(base=base, search={"optim.lr": {"choice": [1e-4, 3e-4, 1e-3,
+    summary = sweep(SweepConfig(base=base, search={"optim.lr": {"choice": [1e-4, 1e-3,
                                                                             3e-3]}},
-                                num_samples=4, max_concurrent=4))
+                                num_samples=3, max_concurrent=3))
     table = pq.read_table(summary["results"]).to_pandas()
-    assert len(table) == 4 == summary["trials"]
-    assert summary["params"]["optim.lr"] in (1e-4, 3e-4, 1e-3, 3e-3)
+    assert len(table) == 3 == summary["trials"]
+    assert summary["params"]["optim.lr"] in (1e-4, 1e-3, 3e-3)
     assert summary["metrics"]["val_loss"] == pytest.approx(table["val_loss"].min())
     best = yaml.safe_load(Path(summary["best_config"]).read_text())
     assert best["optim"]["lr"] == summary["params"]["optim.lr"]

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.fft import next_fast_len
 
 from ..quantities import C_KMS, snr_window
@@ -32,15 +32,57 @@ SKY_LINES_A = ((5578.9, 30.0), (6302.0, 12.0), (6365.5, 4.0), (5891.6, 6.0), (58
                (4359.6, 3.0), (5462.3, 3.0))
 
 
+#: the largest relative change of R(λ) within one constant-R piece of an arm
+R_PIECE_CHANGE = 0.02
+
+
 class ArmConfig(BaseModel):
-    """One spectrograph arm: the wavelength range it covers (Å) and its resolving power."""
+    """One spectrograph arm: the wavelength range it covers (Å) and its resolving power,
+    constant or R(λ) as a table of (wavelength Å, R) points (linear between them, constant
+    beyond)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     lo: float = Field(gt=0)
     hi: float = Field(gt=0)
-    resolving_power: float = Field(gt=100)
+    resolving_power: float | list[tuple[float, float]] = Field(
+        description="R, or [[wavelength Å, R], ...] for R(λ)")
+
+    @field_validator("resolving_power")
+    @classmethod
+    def _sensible_r(cls, value: float | list[tuple[float, float]]
+                    ) -> float | list[tuple[float, float]]:
+        table = [(0.0, value)] if isinstance(value, (int, float)) else value
+        if not table:
+            raise ValueError("an R(λ) table needs at least one (wavelength, R) point")
+        if any(r <= 100 for _, r in table):
+            raise ValueError("resolving powers must exceed 100")
+        waves = [w for w, _ in table]
+        if waves != sorted(waves) or len(set(waves)) != len(waves):
+            raise ValueError("R(λ) wavelengths must increase")
+        return value
+
+    def resolving_power_at(self, wave_a: np.ndarray | float) -> np.ndarray:
+        """R at ``wave_a`` (Å)."""
+        if isinstance(self.resolving_power, (int, float)):
+            return np.full(np.shape(wave_a), float(self.resolving_power))
+        w, r = np.asarray(self.resolving_power, dtype=float).T
+        return np.interp(wave_a, w, r)
+
+    def pieces(self) -> list[ArmConfig]:
+        """The arm as constant-R pieces: itself if R is constant, else equal pieces in
+        ln λ across which R changes by at most ``R_PIECE_CHANGE``, each at the R of its
+        centre (named ``<arm>.<k>``)."""
+        if isinstance(self.resolving_power, (int, float)):
+            return [self]
+        r = self.resolving_power_at(np.geomspace(self.lo, self.hi, 1001))
+        steps = np.abs(np.diff(np.log(r))).sum()
+        n = int(min(64, max(1, math.ceil(steps / R_PIECE_CHANGE))))
+        edges = np.geomspace(self.lo, self.hi, n + 1)
+        return [ArmConfig(name=f"{self.name}.{k}", lo=float(a), hi=float(b),
+                          resolving_power=float(self.resolving_power_at(math.sqrt(a * b))))
+                for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
 
     def covers(self, wave_a: np.ndarray) -> np.ndarray:
         """Which of ``wave_a`` (Å) fall in this arm (to within 1 ppm)."""
@@ -69,6 +111,10 @@ class InstrumentConfig(BaseModel):
     cosmic_rate_per_min: float = Field(default=1e-5, ge=0, description="per pixel")
     bad_pixel_fraction: float = Field(default=0.0, ge=0, lt=1)
     oversample: float = Field(default=6.0, ge=3, description="model samples per LSF FWHM")
+
+    def pieces(self) -> list[ArmConfig]:
+        """Every arm as constant-R pieces (:meth:`ArmConfig.pieces`), in arm order."""
+        return [piece for arm in self.arms for piece in arm.pieces()]
 
     def pixel_grid(self) -> WavelengthGrid:
         if isinstance(self.grid, WavelengthGrid):
@@ -213,13 +259,13 @@ def arm_samplings(instrument: InstrumentConfig, wave_a: np.ndarray,
                   step: Callable[[ArmConfig], float], margin_kms: float,
                   kernel_resolving_power: Callable[[ArmConfig], float] | None = None
                   ) -> list[ArmSampling]:
-    """One :class:`ArmSampling` per arm that owns pixels of ``wave_a`` (a pixel in two arms'
-    ranges belongs to the first): model step ``step(arm)`` in ln λ, ``margin_kms`` beyond
-    the arm's pixels on each side, the LSF at ``kernel_resolving_power(arm)`` (default: the
-    arm's own resolving power)."""
+    """One :class:`ArmSampling` per constant-R piece of an arm that owns pixels of
+    ``wave_a`` (a pixel in two ranges belongs to the first): model step ``step(piece)`` in
+    ln λ, ``margin_kms`` beyond the piece's pixels on each side, the LSF at
+    ``kernel_resolving_power(piece)`` (default: the piece's own resolving power)."""
     out: list[ArmSampling] = []
     claimed = np.zeros(wave_a.size, bool)
-    for arm in instrument.arms:
+    for arm in instrument.pieces():
         sel = np.flatnonzero(arm.covers(wave_a) & ~claimed)
         if sel.size == 0:
             continue
@@ -286,7 +332,7 @@ def add_noise(flux: torch.Tensor, snr: torch.Tensor, wave_a: np.ndarray,
     ``snr`` (B,). Sky is subtracted (it only adds noise); cosmic-ray hits and bad pixels are
     flagged and set to flux 0, sigma +inf."""
     dtype = flux.dtype
-    sky = torch.as_tensor(sky_spectrum(wave_a, config.arms, config.sky_continuum_e,
+    sky = torch.as_tensor(sky_spectrum(wave_a, config.pieces(), config.sky_continuum_e,
                                        config.sky_lines), dtype=dtype)
     win = torch.as_tensor(snr_window(wave_a))
     scale = counts_scale(flux[:, win], sky[win], config.read_noise_e, snr)[:, None]

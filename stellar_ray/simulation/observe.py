@@ -175,7 +175,7 @@ class Observer:
                                f"{self.instrument.mode} grid needs {lo:.2f}–{hi:.2f} Å",
                                file=source_url)
         self.kernel_r: dict[str, float] = {}
-        for arm in self.instrument.arms:
+        for arm in self.instrument.pieces():
             r_src = source_resolving_power(source, arm, config.source_resolving_power)
             if r_src <= arm.resolving_power * (1 + 1e-6):
                 raise SpectraError(f"the source's resolving power ({r_src:.0f}) is not above "
@@ -260,7 +260,7 @@ def observed_manifest(config: ObserveConfig, source: Manifest, source_url: str) 
         "uncertainties": "measured" if config.noise else "none",
         "model_flux": config.noise,
         "resolution": [Resolution(lo=arm.lo, hi=arm.hi, resolving_power=arm.resolving_power,
-                                  origin="simulated") for arm in inst.arms],
+                                  origin="simulated") for arm in inst.pieces()],
         "shards": [],
         "provenance": Provenance(producer="stellar-ray observe",
                                  config={"source": source_url,

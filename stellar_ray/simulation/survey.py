@@ -97,7 +97,7 @@ def survey_manifest(config: SimulationConfig) -> Manifest:
         labels=[LabelSpec(name=lab.name, unit=lab.unit, description=lab.description)
                 for lab in LABELS if lab.name in DATASET_LABELS],
         resolution=[Resolution(lo=arm.lo, hi=arm.hi, resolving_power=arm.resolving_power,
-                               origin="simulated") for arm in inst.arms],
+                               origin="simulated") for arm in inst.pieces()],
         rows_per_shard=config.rows_per_shard,
         provenance=Provenance(producer="stellar-ray simulate",
                               config=config.model_dump(mode="json"),

@@ -198,11 +198,11 @@ def emulate(artifact: str, to: str, *, prior: EmulatorPrior | None = None,
     plan = EmulatePlan(artifact=artifact, grid=grid, rows_per_shard=rows_per_shard,
                        outside=outside, prior=prior, ids=ids, labels=values)
     units = {lab.name: lab.unit for lab in art.metadata.labels}
-    labels_json = None if values is None else hashlib.sha256(
+    labels_digest = None if values is None else hashlib.sha256(
         values.tobytes() + "\0".join(ids).encode()).hexdigest()
     config = {"artifact": artifact, "artifact_id": art.artifact_id,
               "prior": prior.model_dump(mode="json") if prior else None,
-              "labels": labels_path, "labels_sha256": labels_json,
+              "labels": labels_path, "labels_sha256": labels_digest,
               "grid": grid.model_dump(mode="json") if grid else None, "outside": outside}
     manifest = Manifest(
         grid=grid or art.grid, flux_unit=art.metadata.flux_unit, uncertainties="none",

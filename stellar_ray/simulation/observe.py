@@ -39,7 +39,6 @@ from ..spectra.dataset import load_manifest, read_shard
 from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
 from ..spectra.resample import Resampler
 from ..spectra.resolution import Resolution
-from ..spectra.schema import MODEL_FLUX
 from ..spectra.shard_job import run_shard_job, write_committed_shard
 from ..spectra.units import air_to_vacuum, vacuum_to_air
 from ..version import code_version
@@ -293,26 +292,12 @@ class ObserveRows:
     def __init__(self, config: ObserveConfig, source: Manifest, source_url: str) -> None:
         self.config_json = config.model_dump_json()
         self.source_json = source.model_dump_json()
+        self.label_names = frozenset(source.label_names)
         self.url = source_url
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         observer = _observer(self.config_json, self.source_json, self.url)
-        source = Manifest.model_validate_json(self.source_json)
-        names = set(source.label_names)
-        batch = SpectrumBatch(
-            spectrum_id=rows["spectrum_id"], flux=np.stack(rows["flux"]),
-            sigma=np.stack(rows["sigma"]), mask=np.stack(rows["mask"]),
-            labels={k: v for k, v in rows.items() if k in names},
-            metadata={k: v for k, v in rows.items()
-                      if k not in names and k not in ("spectrum_id", "flux", "sigma", "mask",
-                                                      MODEL_FLUX)},
-            model_flux=np.stack(rows[MODEL_FLUX]) if MODEL_FLUX in rows else None)
-        seen = observer(batch)
-        out = {"spectrum_id": seen.spectrum_id, "flux": seen.flux, "sigma": seen.sigma,
-               "mask": seen.mask, **(seen.labels or {}), **seen.metadata}
-        if seen.model_flux is not None:
-            out[MODEL_FLUX] = seen.model_flux
-        return out
+        return observer(SpectrumBatch.from_numpy_rows(rows, self.label_names)).numpy_rows()
 
 
 def observed_dataset(config: ObserveConfig, url: str, columns: list[str] | None = None,
@@ -324,7 +309,7 @@ def observed_dataset(config: ObserveConfig, url: str, columns: list[str] | None 
 
     source = load_manifest(url, storage_options)
     check_source(source, url, config)
-    Observer(config, source, url)  # refuse a mismatch here, not in a worker
+    _observer(config.model_dump_json(), source.model_dump_json(), url)  # a mismatch, here
     ds = read_spectra(url, storage_options=storage_options, **(ray_remote_args or {}))
     observed = ds.map_batches(ObserveRows(config, source, url), batch_size=64,
                               **(ray_remote_args or {}))
@@ -353,7 +338,8 @@ def observe(config: ObserveConfig, source_url: str, to: str, *, overwrite: bool 
         raise SpectraError("--to must differ from the source dataset", file=to)
     source = load_manifest(source_url, storage_options)
     check_source(source, source_url, config)
-    Observer(config, source, source_url)  # a mismatch of grids or resolutions, here
+    # a mismatch of grids or resolutions, here (the observer is kept for this process)
+    _observer(config.model_dump_json(), source.model_dump_json(), source_url)
     output = observed_manifest(config, source, source_url)
     digest = hashlib.sha256(json.dumps(
         [config.digest(), [s.sha256 for s in source.shards]]).encode()).hexdigest()[:16]

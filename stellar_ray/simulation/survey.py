@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..spectra.batch import SpectrumBatch
 from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
 from ..spectra.resolution import Resolution
-from ..spectra.schema import MODEL_FLUX
 from ..spectra.shard_job import run_shard_job, write_committed_shard
 from ..version import code_version
 from .generator import SpectrumGenerator
@@ -181,11 +180,8 @@ def simulated_dataset(config: SimulationConfig, columns: list[str] | None = None
     resources of the generating tasks (e.g. ``{"num_cpus": 0.5}``)."""
 
     def generate(shards: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = SpectrumBatch.concat([shard_batch(config, int(k)) for k in shards["id"]])
-        rows = {"spectrum_id": batch.spectrum_id, "flux": batch.flux, "sigma": batch.sigma,
-                "mask": batch.mask, **batch.labels, **batch.metadata}
-        if batch.model_flux is not None:
-            rows[MODEL_FLUX] = batch.model_flux
+        rows = SpectrumBatch.concat([shard_batch(config, int(k)) for k in shards["id"]]
+                                    ).numpy_rows()
         keep = rows if columns is None else ["spectrum_id", *columns]
         return {name: rows[name] for name in keep}
 

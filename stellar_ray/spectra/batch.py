@@ -83,6 +83,29 @@ class SpectrumBatch:
         )
 
     @classmethod
+    def from_numpy_rows(cls, rows: dict[str, np.ndarray], label_names: set[str] | Sequence[str]
+                        ) -> SpectrumBatch:
+        """A Ray Data numpy batch of dataset rows as a batch: columns in ``label_names``
+        are labels, the other scalar columns metadata."""
+        names = set(label_names)
+        return cls(
+            spectrum_id=rows["spectrum_id"], flux=np.stack(rows["flux"]),
+            sigma=np.stack(rows["sigma"]), mask=np.stack(rows["mask"]),
+            labels={k: v for k, v in rows.items() if k in names},
+            metadata={k: v for k, v in rows.items() if k not in names
+                      and k not in ("spectrum_id", "flux", "sigma", "mask", MODEL_FLUX)},
+            model_flux=np.stack(rows[MODEL_FLUX]) if MODEL_FLUX in rows else None)
+
+    def numpy_rows(self) -> dict[str, np.ndarray]:
+        """The batch as a Ray Data numpy batch of dataset rows (the inverse of
+        :meth:`from_numpy_rows`)."""
+        rows = {"spectrum_id": self.spectrum_id, "flux": self.flux, "sigma": self.sigma,
+                "mask": self.mask, **(self.labels or {}), **self.metadata}
+        if self.model_flux is not None:
+            rows[MODEL_FLUX] = self.model_flux
+        return rows
+
+    @classmethod
     def concat(cls, batches: Sequence[SpectrumBatch]) -> SpectrumBatch:
         if not batches:
             raise ValueError("nothing to concatenate")

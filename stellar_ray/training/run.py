@@ -153,6 +153,23 @@ def _manifest(cfg: TrainConfig) -> Manifest:
     return manifest
 
 
+def _split(cfg: TrainConfig, ds: Any) -> tuple[Any, Any]:
+    """(training rows, validation rows or None) of a stored dataset's rows, as the
+    configuration chooses them (a separate validation dataset gives None here)."""
+    task = {"num_cpus": cfg.data.cpus_per_task}
+    if cfg.data.validation:
+        if not (cfg.data.train_column or cfg.data.repeat_column):
+            return ds, None
+        return ds.map_batches(ValidationRows(
+            keep=False, fraction=0.0, train_column=cfg.data.train_column,
+            repeat_column=cfg.data.repeat_column), **task), None
+    split = {"fraction": cfg.data.validation_fraction, "ids": cfg.data.held_out_ids(),
+             "column": cfg.data.validation_column, "train_column": cfg.data.train_column,
+             "repeat_column": cfg.data.repeat_column}
+    return (ds.map_batches(ValidationRows(keep=False, **split), **task),
+            ds.map_batches(ValidationRows(keep=True, **split), **task))
+
+
 def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
     """(training dataset, materialised validation dataset)."""
     so = cfg.data.storage_options
@@ -172,17 +189,7 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
         else:
             train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so,
                                     **task)
-        if not cfg.data.validation:
-            split = {"fraction": cfg.data.validation_fraction, "ids": cfg.data.held_out_ids(),
-                     "column": cfg.data.validation_column,
-                     "train_column": cfg.data.train_column,
-                     "repeat_column": cfg.data.repeat_column}
-            val_ds = train_ds.map_batches(ValidationRows(keep=True, **split), **task)
-            train_ds = train_ds.map_batches(ValidationRows(keep=False, **split), **task)
-        elif cfg.data.train_column or cfg.data.repeat_column:  # validation from elsewhere
-            train_ds = train_ds.map_batches(ValidationRows(
-                keep=False, fraction=0.0, train_column=cfg.data.train_column,
-                repeat_column=cfg.data.repeat_column), **task)
+        train_ds, val_ds = _split(cfg, train_ds)
         if cfg.data.observe is None:
             train_ds = train_ds.materialize()
     if cfg.data.validation:
@@ -204,11 +211,20 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
 
 def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:
     """(N, K) training labels, for the normalisation; a simulated survey's come from its prior
-    without running the generator."""
+    without running the generator, an observed grid's from the grid without observing it
+    (unless a label is one observe draws)."""
     if cfg.data.simulate is not None:
         sim = cfg.data.simulate
         draws = np.concatenate([shard_labels(sim, k)[0] for k in range(sim.n_shards)])
         return draws[:, [INDEX[n] for n in cfg.data.labels]].astype(float)
+    if cfg.data.observe is not None:
+        source = load_manifest(cfg.data.train, cfg.data.storage_options)
+        if set(cfg.data.labels) <= set(source.label_names):
+            wanted = [c for c in (*cfg.data.labels, cfg.data.validation_column,
+                                  cfg.data.train_column, cfg.data.repeat_column) if c]
+            train_ds, _ = _split(cfg, read_spectra(
+                cfg.data.train, columns=list(dict.fromkeys(wanted)),
+                storage_options=cfg.data.storage_options, num_cpus=cfg.data.cpus_per_task))
     table = pa.concat_tables(list(train_ds.select_columns(cfg.data.labels,
                                                           num_cpus=cfg.data.cpus_per_task)
                                   .iter_batches(batch_format="pyarrow")))

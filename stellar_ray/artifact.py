@@ -250,6 +250,12 @@ def package_model(url: str, model: torch.nn.Module, *, model_name: str,
     return url
 
 
+def is_artifact(url: str, storage_options: dict | None = None) -> bool:
+    """Whether ``url`` holds a model artifact (its integrity.json), not a dataset."""
+    fs, base = resolve(url, storage_options)
+    return bool(fs.exists(join(base, "integrity.json")))
+
+
 def _read_checked(url: str, storage_options: dict | None) -> tuple[dict[str, bytes], str]:
     """Every file of the artifact, each checked against its SHA-256; and the artifact id."""
     fs, base = resolve(url, storage_options)

@@ -305,9 +305,23 @@ def _instrument(text: str):
     raise ValueError(f"--instrument '{text}': expected lrs, hrs or an instrument YAML")
 
 
+def _emulator_prior(prior: Path | None, n: int | None, seed: int | None = None):
+    """The prior of --prior YAML with --n and --seed over it; None if none is given."""
+    from .config_files import load_config
+    from .simulation.emulated import EmulatorPrior
+
+    if prior is None and n is None:
+        return None
+    base = (yaml.safe_load(prior.read_text()) or {}) if prior else {}
+    base.update({k: v for k, v in {"n": n, "seed": seed}.items() if v is not None})
+    return load_config(EmulatorPrior, base)
+
+
 @app.command("observe")
 def observe_command(
-    source: Annotated[str, typer.Argument(help="URL of a noiseless (model) dataset")],
+    source: Annotated[str, typer.Argument(
+        help="URL of a noiseless (model) dataset, or of an emulator artifact (with --prior "
+        "or --labels)")],
     to: Annotated[str, typer.Option("--to", help="URL of the observed dataset")],
     instrument: Annotated[str | None, typer.Option(
         help="lrs, hrs or an instrument YAML (arms, resolving powers, grid)")] = None,
@@ -327,12 +341,22 @@ def observe_command(
     seed: Annotated[int | None, typer.Option()] = None,
     source_resolution: Annotated[float | None, typer.Option(
         help="resolving power of the source where its manifest does not record one")] = None,
+    labels: Annotated[str | None, typer.Option(
+        "--labels", help="emulator source: catalog of labels to emulate")] = None,
+    labels_id: Annotated[str | None, typer.Option(help="the catalog's id column")] = None,
+    prior: Annotated[Path | None, typer.Option(
+        help="emulator source: prior YAML (n, seed, ranges, fixed)")] = None,
+    n: Annotated[int | None, typer.Option(help="emulator source: spectra to draw")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace what is at --to")] = False,
     address: Address = None,
     storage_options: StorageOptions = None,
 ) -> None:
-    """Observe model spectra through a spectrograph: LSF, rotation, RV, pixels, noise."""
+    """Observe model spectra through a spectrograph: LSF, rotation, RV, pixels, noise.
+    From an emulator artifact, its spectra at the given or drawn labels are observed (and
+    kept, noiseless, at <to>-emulated)."""
+    from .artifact import is_artifact
     from .config_files import load_config
+    from .simulation.emulated import observe_emulated
     from .simulation.observe import ObserveConfig, observe
 
     with _reported():
@@ -346,8 +370,17 @@ def observe_command(
                    "noise": noise, "seed": seed, "source_resolving_power": source_resolution}
         base.update({k: v for k, v in updates.items() if v is not None})
         cfg = load_config(ObserveConfig, base)
-        m = observe(cfg, source, to, overwrite=overwrite,
-                    storage_options=_storage(storage_options), address=address)
+        so = _storage(storage_options)
+        if is_artifact(source, so):
+            m = observe_emulated(source, cfg, to, prior=_emulator_prior(prior, n),
+                                 labels_path=labels, labels_id=labels_id,
+                                 overwrite=overwrite, storage_options=so, address=address)
+        else:
+            if labels or prior or n:
+                raise ValueError(f"{source} is a dataset: --labels, --prior and --n are for "
+                                 "an emulator artifact as the source")
+            m = observe(cfg, source, to, overwrite=overwrite, storage_options=so,
+                        address=address)
     console.print(f"observed {m.num_rows} spectra at {cfg.instrument_config().mode} "
                   f"({m.npix} pixels) into {to}")
 
@@ -376,18 +409,13 @@ def emulate_command(
     storage_options: StorageOptions = None,
 ) -> None:
     """Write an emulator's spectra at given or prior-drawn labels as a dataset."""
-    from .config_files import load_config
-    from .simulation.emulated import EmulatorPrior, emulate
+    from .simulation.emulated import emulate
     from .spectra.presets import parse_grid
 
     with _reported():
         if outside not in ("refuse", "flag"):
             raise ValueError(f"--outside '{outside}': expected refuse or flag")
-        drawn = None
-        if prior is not None or n is not None:
-            base = (yaml.safe_load(prior.read_text()) or {}) if prior else {}
-            base.update({k: v for k, v in {"n": n, "seed": seed}.items() if v is not None})
-            drawn = load_config(EmulatorPrior, base)
+        drawn = _emulator_prior(prior, n, seed)
         m = emulate(artifact, to, prior=drawn, labels_path=labels, labels_id=labels_id,
                     grid=parse_grid(grid) if grid else None, outside=outside,
                     rows_per_shard=rows_per_shard, overwrite=overwrite,

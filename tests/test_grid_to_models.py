@@ -405,3 +405,29 @@ def test_a_grid_trained_regressor_fine_tunes_its_head_on_a_few_real_stars(grids,
     t = load_artifact(str(tmp_path / "tuned" / "artifact")).model.state_dict()
     assert all(torch.equal(b[k], t[k]) for k in b if not k.startswith("head."))
     assert not torch.equal(b["head.weight"], t["head.weight"])
+
+
+def test_an_emulator_is_observed_as_a_source(grids, tmp_path):
+    """`stellar-ray observe ARTIFACT --prior`: a Payne trained on the R = 50,000 grid has its
+    spectra drawn and observed at R = 5000; the stored model flux is the emulator's spectrum
+    at each drawn label pushed through the same observer."""
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(sorted(ids_of(grids / "grid"))[::5]))
+    run("train", str(_train_job(tmp_path, "payne", str(grids / "grid"), held_out)))
+    url = str(tmp_path / "payne" / "artifact")
+    out = run("observe", url, "--prior", str(_prior(tmp_path)), "--n", "20",
+              "--instrument", str(grids / "instrument.yaml"), "--snr", "200",
+              "--to", str(tmp_path / "observed"))
+    assert "observed 20 spectra" in out
+    seen = SpectrumBatch.concat(list(iter_shards(str(tmp_path / "observed"))))
+    assert seen.npix == 761 and len(seen) == 20
+    labels = np.stack([seen.labels[n] for n in LABELS3], axis=1)
+    assert (labels[:, 0] >= 5000).all() and (labels[:, 0] <= 5500).all()
+    emulated = load_manifest(str(tmp_path / "observed-emulated"))
+    assert emulated.resolution[0].resolving_power == 50_000
+    observer = Observer(ObserveConfig(instrument=INSTRUMENT, noise=False), emulated)
+    want = observer.noiseless(load_artifact(url).emulate(labels), np.zeros(20), np.zeros(20))
+    np.testing.assert_allclose(seen.model_flux, want, rtol=1e-5, atol=1e-6)
+    bad = CliRunner().invoke(app, ["observe", str(grids / "grid"), "--n", "5",
+                                   "--to", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "is a dataset" in bad.output, bad.output

@@ -29,6 +29,7 @@ from ..spectra.ingest.label_catalog import LabelCatalogOptions, read_label_catal
 from ..spectra.manifest import ColumnSpec, LabelSpec, Manifest, Provenance, ShardRecord
 from ..spectra.shard_job import run_shard_job, write_committed_shard
 from ..version import code_version
+from .observe import ObserveConfig, observe
 
 #: Spectra per emulator call.
 CHUNK = 256
@@ -217,3 +218,20 @@ def emulate(artifact: str, to: str, *, prior: EmulatorPrior | None = None,
                          (plan, manifest, to, digest, storage_options), overwrite=overwrite,
                          storage_options=storage_options, address=address, progress=progress,
                          what=f"emulating {plan.total} spectra")
+
+
+def observe_emulated(artifact: str, config: ObserveConfig, to: str, *,
+                     prior: EmulatorPrior | None = None, labels_path: str | None = None,
+                     labels_id: str | None = None, overwrite: bool = False,
+                     storage_options: dict | None = None, address: str | None = None,
+                     progress: bool = True) -> Manifest:
+    """An emulator as the source of ``stellar-ray observe``: its rest-frame spectra at given
+    or prior-drawn labels, on its training grid at its training resolution, observed
+    through ``config`` into ``to``. The noiseless emulated spectra are kept beside it at
+    ``<to>-emulated``; both steps resume."""
+    emulated = f"{to.rstrip('/')}-emulated"
+    emulate(artifact, emulated, prior=prior, labels_path=labels_path, labels_id=labels_id,
+            overwrite=overwrite, storage_options=storage_options, address=address,
+            progress=progress)
+    return observe(config, emulated, to, overwrite=overwrite,
+                   storage_options=storage_options, address=address, progress=progress)

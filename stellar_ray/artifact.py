@@ -61,9 +61,10 @@ class Preprocessing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    normalise: Literal["none", "median"] = Field(
-        description="regressors divide each spectrum by its median (inside the model); "
-        "emulators give flux in the dataset's unit")
+    normalise: Literal["none", "median", "continuum"] = Field(
+        description="regressors divide each spectrum by its median (inside the model) or, "
+        "first, by its pseudo-continuum (normalisation.continuum); emulators give flux in "
+        "the dataset's unit")
     unusable_pixels: str = "flux 0, sigma +inf"
     noise_alpha: float = Field(default=0.0, description="α of the fresh noise α ε σ added "
                                "to noiseless model flux in training (0: none)")
@@ -128,7 +129,9 @@ def describe(*, model: str, model_args: dict[str, Any], normalisation: Normalisa
         labels=[LabelInfo(name=n, unit=units.get(n), low=lo, high=hi)
                 for n, lo, hi in zip(norm.labels, norm.low, norm.high)],
         flux_unit=flux_unit, normalisation=norm, grid=grid, resolution=resolution or [],
-        preprocessing=Preprocessing(normalise=c.task.flux_normalise, noise_alpha=noise_alpha),
+        preprocessing=Preprocessing(
+            normalise="continuum" if norm.continuum is not None else c.task.flux_normalise,
+            noise_alpha=noise_alpha),
         takes=c.task.takes, gives=c.task.gives,
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         provenance=ArtifactProvenance(code_version=code_version(),

@@ -61,6 +61,7 @@ class CatalogActor:
         x = torch.as_tensor(np.where(bad, 0.0, flux), device=self.device)
         s = torch.as_tensor(np.where(bad, np.inf, sigma), device=self.device)
         try:
+            x, s = self.norm.continuum_normalised(self.wave, x, s)  # as in training
             with torch.no_grad():
                 labels, extra = self.estimate(x, s, torch.as_tensor(~bad, device=self.device))
         except Exception:  # noqa: BLE001 - one bad batch becomes flagged rows, not a dead job

@@ -10,6 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import SpectraError
+from ..spectra.continuum import ContinuumConfig, divide_by_continuum
 from .preprocess import LabelScaler
 
 Transform = Literal["log10", "ln"]
@@ -35,6 +36,11 @@ class Normalisation(BaseModel):
     high: list[float]
     flux_scale: float = 1.0
     log1p: tuple[float, float] | None = None
+    continuum: ContinuumConfig | None = Field(default=None, description="flux and σ are "
+                                              "divided by their pseudo-continuum before "
+                                              "the model, in training and inference")
+    arm_npix: list[int] | None = Field(default=None, description="pixels per arm of the "
+                                       "grid (the continuum is fitted per arm)")
 
     @classmethod
     def of_labels(cls, labels: np.ndarray, names: list[str],
@@ -73,6 +79,18 @@ class Normalisation(BaseModel):
             k = self.labels.index(name)
             out[..., k] = _INVERSE[kind](out[..., k])
         return out
+
+    def continuum_normalised(self, wave: np.ndarray, flux: torch.Tensor, sigma: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flux, σ) (B, L) divided by their pseudo-continuum when the normalisation has
+        one (unusable pixels stay flux 0, σ ∞), else as given."""
+        if self.continuum is None:
+            return flux, sigma
+        x, s = divide_by_continuum(wave, flux.detach().cpu().numpy(),
+                                   sigma.detach().cpu().numpy(),
+                                   self.arm_npix or [len(wave)], self.continuum)
+        return (torch.as_tensor(x, device=flux.device, dtype=flux.dtype),
+                torch.as_tensor(s, device=sigma.device, dtype=sigma.dtype))
 
     def scaler(self) -> LabelScaler:
         """The z-scoring of transformed labels as the zoo's module (float32 buffers)."""

@@ -13,6 +13,7 @@ from ..models.normalisation import Transform
 from ..models.registry import CARDS, card
 from ..simulation.observe import ObserveConfig
 from ..simulation.survey import SimulationConfig
+from ..spectra.continuum import ContinuumConfig
 
 
 class DataConfig(BaseModel):
@@ -151,6 +152,17 @@ class OptimConfig(BaseModel):
             or epoch == self.epochs - 1
 
 
+class PreprocessConfig(BaseModel):
+    """What is done to flux before a regressor sees it, recorded in the artifact and done
+    the same way at inference: ``median`` (the model divides by the median), or
+    ``continuum`` (flux and σ divided by a pseudo-continuum per arm first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    normalise: Literal["median", "continuum"] = "median"
+    continuum: ContinuumConfig = Field(default_factory=ContinuumConfig)
+
+
 class ScalingSettings(BaseModel):
     """Data-parallel workers: GPUs on a cluster, CPU workers here."""
 
@@ -172,6 +184,7 @@ class TrainConfig(BaseModel):
                                        "stellar_ray.models.build (sizes, labels, pixels)")
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     output: str = Field(description="storage path of the run (checkpoints) and its artifact")
     name: str = "stellar-ray-train"
@@ -198,6 +211,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _known_model(self) -> TrainConfig:
         model = card(self.model)  # raises with the list of names
+        if self.preprocess.normalise == "continuum" and model.task.flux_normalise == "none":
+            raise ValueError(f"preprocess.normalise: continuum is for models that take "
+                             f"spectra; a {model.family} ('{self.model}') gives them (fit "
+                             "mode fits the continuum instead)")
         if self.freeze_encoder:
             if self.init_from is None:
                 raise ValueError("freeze_encoder fine-tunes a trained model: give init_from")

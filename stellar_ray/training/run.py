@@ -247,6 +247,9 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         source = val_ds if cfg.data.simulate is not None else train_ds  # no extra generation
         flux_sample = next(iter(source.iter_batches(batch_size=512, batch_format="numpy")))[col]
     norm = task.fit_normalisation(labels, cfg.data.labels, flux_sample, cfg.data.transforms)
+    if cfg.preprocess.normalise == "continuum":
+        norm = norm.model_copy(update={"continuum": cfg.preprocess.continuum,
+                                       "arm_npix": [a.npix for a in manifest.grid.arms]})
     return PreparedData(cfg, manifest, train_ds, val_ds, norm, flux_sample, len(labels))
 
 

@@ -57,6 +57,8 @@ class RegressorTask(Task):
                 noise_alpha: float, train: bool, generator: torch.Generator
                 ) -> tuple[Inputs, torch.Tensor]:
         flux = training_flux(batch, noise_alpha, train, generator)
+        sigma = torch.as_tensor(batch["sigma"], dtype=torch.float32)
+        flux, _ = norm.continuum_normalised(wave, flux, sigma)
         return (flux,), norm.z(labels_of(batch, norm.labels))
 
     def loss(self, model: torch.nn.Module, inputs: Inputs, target: torch.Tensor,

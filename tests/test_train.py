@@ -47,6 +47,7 @@ def test_a_stopped_run_resumes_at_the_right_epoch(survey, tmp_path):
 def test_a_killed_worker_is_replaced_and_training_completes(survey, tmp_path):
     marker = tmp_path / "killed"
     cfg = config(survey, tmp_path, "payne", optim={"epochs": 3},
+                 data={"cache_bytes": 0},  # streamed through Ray Data's shuffle buffer
                  scaling={"max_failures": 2},
                  worker_env={"STELLAR_RAY_FAIL_AT": f"1:1:{marker}"})
     result = train(cfg)

@@ -38,8 +38,8 @@ from .schedule import Plateau, lr_lambda
 
 CHECKPOINT_FILE = "state.pt"
 STREAM_SHUFFLE_ROWS = 2048
-"""Rows in Ray Data's local shuffle buffer when the shard streams from storage (a shard held
-in memory is shuffled whole)."""
+"""Rows in Ray Data's local shuffle buffer when a stored shard streams from storage (a shard
+held in memory is shuffled whole; a simulated or observed one is drawn in random order)."""
 
 
 class NonFiniteLoss(ModelError):
@@ -59,6 +59,7 @@ class Worker:
     world: int
     device: torch.device
     generator: torch.Generator
+    shuffle_rows: int | None = None  # Ray Data's local shuffle buffer (None: none)
 
 
 @dataclass
@@ -88,7 +89,8 @@ def _worker(loop_config: dict[str, Any]) -> Worker:
                   norm=Normalisation.model_validate(loop_config["norm"]),
                   wave=WavelengthGrid.model_validate(loop_config["grid"]).wavelength(),
                   rank=rank, world=ctx.get_world_size(), device=device,
-                  generator=torch.Generator().manual_seed(cfg.seed * 1000 + rank))
+                  generator=torch.Generator().manual_seed(cfg.seed * 1000 + rank),
+                  shuffle_rows=STREAM_SHUFFLE_ROWS if loop_config.get("stored") else None)
 
 
 def freeze_all_but(model: torch.nn.Module, trained: tuple[str, ...]) -> list[torch.nn.Module]:
@@ -162,7 +164,7 @@ def _train_epoch(w: Worker, opt: Optimisation, data, epoch: int,
     # bf16 autocast on GPUs only: on CPUs bf16 arithmetic is hundreds of times slower
     autocast = w.device.type == "cuda" and w.cfg.optim.bf16
     batches = data.iter_batches(batch_size=int(opt.plateau.batch), batch_format="numpy",
-                                local_shuffle_buffer_size=STREAM_SHUFFLE_ROWS,
+                                local_shuffle_buffer_size=w.shuffle_rows,
                                 local_shuffle_seed=w.cfg.seed * 1_000_003 + 7919 * epoch
                                 + w.rank)
     for batch in batches:

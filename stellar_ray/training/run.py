@@ -286,6 +286,7 @@ def prepare_run(cfg: TrainConfig, callbacks: tuple = (), resume_from: Checkpoint
                            "warm_start": task.warm_start(norm, data.flux_sample),
                            "train_rows": data.train_rows, "init_state": init_state,
                            "in_memory": _in_memory(data),
+                           "stored": cfg.data.simulate is None and cfg.data.observe is None,
                            "resume_from": resume_from},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers,
                                      use_gpu=cfg.scaling.use_gpu,

@@ -343,12 +343,24 @@ def _check_collisions(record: ChunkRecord, seen: dict[str, str], records: Ingest
                 break
             seen[sid] = src
     if collision is not None:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        if pending:
-            ray.wait(pending, num_returns=len(pending), timeout=30)
+        _stop(pending)
         records.clear()
         raise _collision_error(*collision)
+
+
+def _stop(pending: list, grace_s: float = 60.0) -> None:
+    """Cancel the chunks still running and wait until none of them can write any more.
+    A gentle cancel first (the writer's ``finally`` removes its temporary file); a task
+    that outlives ``grace_s`` is killed."""
+    if not pending:
+        return
+    for ref in pending:
+        ray.cancel(ref)
+    _, alive = ray.wait(pending, num_returns=len(pending), timeout=grace_s)
+    for ref in alive:
+        ray.cancel(ref, force=True)
+    if alive:
+        ray.wait(alive, num_returns=len(alive))
 
 
 def _commit(to: str, files: list[str], manifest: Manifest, options: IngestOptions,

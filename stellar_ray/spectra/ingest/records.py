@@ -95,10 +95,12 @@ class IngestRecords:
             self.fs.rm(self.base, recursive=True)
 
     def clear(self) -> None:
-        """Forget the unfinished run: its records and every shard it wrote."""
+        """Forget the unfinished run: its records, every shard it wrote and the temporary
+        files of writers that were killed."""
         self.fs.invalidate_cache()
         _, base = resolve(self.url, self.storage_options)
-        shards = self.fs.glob(join(base, "part-*.parquet"))
+        shards = [p for pattern in ("part-*.parquet", ".tmp-*")
+                  for p in self.fs.glob(join(base, pattern))]
         if shards:
             self.fs.rm(shards)
         self.clear_records()

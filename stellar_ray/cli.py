@@ -530,6 +530,39 @@ def infer_command(
         raise typer.Exit(code=1)
 
 
+@app.command("rv")
+def rv_command(
+    data: Annotated[str, typer.Argument(help="URL of the spectrum dataset")],
+    templates: Annotated[str, typer.Option(
+        help="URL of an emulator artifact or of a rest-frame dataset")],
+    to: Annotated[str, typer.Option("--to", help="URL of the catalog")],
+    n_templates: Annotated[int, typer.Option(
+        help="templates emulated over the domain, or the first rows of a dataset")] = 16,
+    rv_max: Annotated[float, typer.Option(help="search range ± km/s")] = 600.0,
+    min_ccf: Annotated[float, typer.Option(
+        help="a weaker correlation peak flags RV_UNRELIABLE")] = 0.3,
+    max_actors: Annotated[int | None, typer.Option(help="upper bound of the pool")] = None,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Measure radial velocities by cross-correlation into a catalog (resumable)."""
+    from .config_files import load_config
+    from .inference.config import RVConfig
+    from .inference.rv import measure_velocities
+
+    with _reported():
+        cfg = {"data": data, "to": to, "storage_options": _storage(storage_options),
+               "rv": {"measure": True, "templates": templates, "n_templates": n_templates,
+                      "rv_max_kms": rv_max, "min_ccf": min_ccf}}
+        if max_actors is not None:
+            cfg["actors"] = {"max_actors": max_actors}
+        summary = measure_velocities(load_config(RVConfig, cfg), address=address)
+    console.print(summary.text())
+    _ray_logs()
+    if summary.failed_shards:
+        raise typer.Exit(code=1)
+
+
 catalog_app = typer.Typer(no_args_is_help=True, help="Work with result catalogs.")
 app.add_typer(catalog_app, name="catalog")
 

@@ -13,6 +13,13 @@ from astropy import constants
 #: Speed of light in km/s.
 C_KMS: float = constants.c.to_value("km/s")
 
+
+def doppler_factor(rv_kms: np.ndarray | float) -> np.ndarray:
+    """λ_observed / λ_rest = 1 + v/c for radial velocities in km/s (the classical factor
+    every stage of stellar-ray uses, as survey pipelines do)."""
+    return 1.0 + np.asarray(rv_kms, dtype=np.float64) / C_KMS
+
+
 #: S/N is the median flux/σ per pixel over this window in Å (the 4MOST Galactic pipeline's).
 SNR_WINDOW_A: tuple[float, float] = (6180.0, 6680.0)
 

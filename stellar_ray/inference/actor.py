@@ -1,6 +1,8 @@
-"""The callable class Ray Data runs in each actor of the pool: it loads the artifact once,
-then turns batches of spectra into catalog rows. Subclasses give the estimates
-(:mod:`.predict` for regressors and the cINN, :mod:`.fit` for emulators)."""
+"""The callable classes Ray Data runs in each actor of the pool. :class:`CatalogActor` loads
+the artifact once, brings each batch of spectra to the model's frame (RV measured and
+removed if asked, the model's resolution and grid) and turns it into catalog rows;
+subclasses give the estimates (:mod:`.predict` for regressors and the cINN, :mod:`.fit` for
+emulators). :class:`BatchActor` is what it shares with the other catalog jobs."""
 
 from __future__ import annotations
 
@@ -12,11 +14,18 @@ import numpy as np
 import torch
 
 from ..artifact import Artifact, load_artifact
+from ..errors import ConfigError
+from ..quantities import C_KMS, doppler_factor
 from ..runtime import pick_device
+from ..spectra.dataset import load_manifest
+from ..spectra.manifest import Manifest
+from ..spectra.match import GridMatcher
 from ..spectra.raydata import SOURCE_COLUMN
 from ..spectra.schema import ID_COLUMN
-from .config import InferConfig
+from ..spectra.velocity import Templates, VelocityMeter
+from .config import CatalogJobConfig, InferConfig
 from .quality import CatalogFlag, quality_flags, snr_of, unusable
+from .templates import emulator_templates, load_templates
 
 log = logging.getLogger(__name__)
 
@@ -25,71 +34,32 @@ log = logging.getLogger(__name__)
 KILL_ENV = "STELLAR_RAY_KILL_ACTOR_AT"
 
 
-class CatalogActor:
-    """Base of the pool's callable classes: batch (numpy columns) -> catalog columns."""
+class BatchActor:
+    """What every catalog job's actor does: threads as allotted, the fault-injection hook,
+    and the per-spectrum S/N, unusable share and quality flags."""
 
-    def __init__(self, config_json: str) -> None:
+    def __init__(self, config: CatalogJobConfig) -> None:
         # Ray hands batches over as read-only arrays; the tensors made from them are only read.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        self.config = InferConfig.model_validate_json(config_json)
-        threads = self.config.actors.threads_per_actor or max(
-            1, int(self.config.actors.cpus_per_actor))
+        self.config = config
+        threads = config.actors.threads_per_actor or max(1, int(config.actors.cpus_per_actor))
         torch.set_num_threads(threads)
-        self.device = pick_device()
-        self.artifact: Artifact = load_artifact(self.config.model, self.config.storage_options,
-                                                device=self.device)
-        self.task = self.artifact.task
-        self.norm = self.artifact.normalisation
-        self.wave = self.artifact.grid.wavelength()
-        self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.calls = 0
 
-    def estimate(self, flux: torch.Tensor, sigma: torch.Tensor, usable: torch.Tensor
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(labels (B, K) float64, further columns) for flux and sigma (B, L) on the
-        device; ``usable`` (B, L) is False on pixels without usable flux."""
-        raise NotImplementedError
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._maybe_die()
-        flux = np.asarray(batch["flux"], dtype=np.float32)
-        sigma = np.asarray(batch["sigma"], dtype=np.float32)
-        bad = unusable(flux, sigma, np.asarray(batch["mask"]))
-        n = len(flux)
-        # Model inputs follow the dataset convention the model was trained on: unusable
-        # pixels hold flux 0 and sigma +inf.
-        x = torch.as_tensor(np.where(bad, 0.0, flux), device=self.device)
-        s = torch.as_tensor(np.where(bad, np.inf, sigma), device=self.device)
-        try:
-            x, s = self.norm.continuum_normalised(self.wave, x, s)  # as in training
-            with torch.no_grad():
-                labels, extra = self.estimate(x, s, torch.as_tensor(~bad, device=self.device))
-        except Exception:  # noqa: BLE001 - one bad batch becomes flagged rows, not a dead job
-            log.exception("inference failed for a batch of %d spectra starting with %s", n,
-                          batch[ID_COLUMN][0])
-            labels, extra = np.full((n, len(self.norm.labels)), np.nan), {}
+    def quality_columns(self, batch: dict[str, np.ndarray], flux: np.ndarray,
+                        sigma: np.ndarray, bad: np.ndarray, wave: np.ndarray,
+                        estimates: np.ndarray, low: np.ndarray, high: np.ndarray
+                        ) -> dict[str, np.ndarray]:
+        """snr, bad_pixel_fraction and flags of the spectra (B, L) on ``wave`` whose
+        ``estimates`` (B, K) are judged against the domain [low, high]."""
         bad_fraction = bad.mean(axis=1)
-        snr = snr_of(batch, self.wave)
-        out = {ID_COLUMN: np.asarray(batch[ID_COLUMN], dtype=object),
-               "model": np.full(n, self.artifact.metadata.model, dtype=object),
-               "model_version": np.full(n, self.artifact.artifact_id, dtype=object)}
-        for k, name in enumerate(self.norm.labels):
-            out[name] = labels[:, k]
-        out.update(extra)
-        out["snr"] = snr.astype(np.float32)
-        out["bad_pixel_fraction"] = bad_fraction.astype(np.float32)
+        snr = snr_of({**batch, "flux": flux, "sigma": sigma}, wave)
         quality = self.config.quality
-        flags = quality_flags(labels, low=np.asarray(self.norm.low),
-                              high=np.asarray(self.norm.high), snr=snr,
+        flags = quality_flags(estimates, low=low, high=high, snr=snr,
                               bad_fraction=bad_fraction, min_snr=quality.min_snr,
                               max_bad_fraction=quality.max_bad_fraction)
-        if "_failed" in out:
-            flags[out.pop("_failed")] |= CatalogFlag.FAILED
-        out["flags"] = flags
-        for name in self.config.carry_columns:
-            out[f"input_{name}"] = np.asarray(batch[name])
-        out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)
-        return out
+        return {"snr": snr.astype(np.float32),
+                "bad_pixel_fraction": bad_fraction.astype(np.float32), "flags": flags}
 
     def _maybe_die(self) -> None:
         self.calls += 1
@@ -101,3 +71,115 @@ class CatalogActor:
             with open(marker, "w") as fh:
                 fh.write(f"actor {os.getpid()} killed at batch {self.calls}\n")
             os._exit(1)
+
+
+def model_frame(config: InferConfig, artifact: Artifact, manifest: Manifest) -> GridMatcher:
+    """How the dataset's spectra reach the model's grid, resolution and rest frame (raises
+    a SpectraError naming the dataset when they cannot)."""
+    return GridMatcher.between(manifest.grid, manifest.resolution, artifact.grid,
+                               artifact.metadata.resolution, where=config.data)
+
+
+def rv_templates(config: InferConfig, artifact: Artifact) -> Templates:
+    """The templates of the inference's RV stage: ``rv.templates``, else the model itself
+    when it emulates."""
+    rv = config.rv
+    if rv.templates:
+        return load_templates(rv.templates, rv.n_templates, rv, config.storage_options)
+    if "fit" not in artifact.task.modes:
+        raise ConfigError(f"measuring radial velocities needs templates: this "
+                          f"{artifact.task.family} does not emulate spectra; give "
+                          "rv.templates (an emulator artifact or a rest-frame dataset)",
+                          where=config.model, field="rv.templates")
+    return emulator_templates(artifact, rv.n_templates, rv)
+
+
+class CatalogActor(BatchActor):
+    """Base of the inference pool's callable classes: batch (numpy columns on the dataset's
+    grid) -> catalog columns. The spectra are first measured for RV (if asked) and brought
+    to the model's frame; subclasses give the estimates."""
+
+    def __init__(self, config_json: str) -> None:
+        super().__init__(InferConfig.model_validate_json(config_json))
+        config = self.config
+        self.device = pick_device()
+        self.artifact: Artifact = load_artifact(config.model, config.storage_options,
+                                                device=self.device)
+        self.task = self.artifact.task
+        self.norm = self.artifact.normalisation
+        self.wave = self.artifact.grid.wavelength()
+        manifest = load_manifest(config.data, config.storage_options)
+        self.frame = model_frame(config, self.artifact, manifest)
+        self.meter = None
+        if config.rv.measure:
+            self.meter = VelocityMeter(rv_templates(config, self.artifact),
+                                       manifest.grid.wavelength(), manifest.grid.arm_npix(),
+                                       config.rv)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+
+    def estimate(self, flux: torch.Tensor, sigma: torch.Tensor, usable: torch.Tensor
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(labels (B, K) float64, further columns) for flux and sigma (B, L) on the
+        device; ``usable`` (B, L) is False on pixels without usable flux."""
+        raise NotImplementedError
+
+    def in_model_frame(self, batch: dict[str, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(flux, sigma, unusable) (B, L) on the model's grid, at its resolution and at rest,
+        and the RV stage's columns (rv, rv_err, rv_ccf and the flags it sets)."""
+        flux = np.asarray(batch["flux"], dtype=np.float32)
+        sigma = np.asarray(batch["sigma"], dtype=np.float32)
+        mask = np.asarray(batch["mask"])
+        columns: dict[str, np.ndarray] = {}
+        rv = None
+        flags = np.zeros(len(flux), dtype=np.int32)
+        if self.meter is not None:
+            measured = self.meter.measure(flux, sigma, ~unusable(flux, sigma, mask))
+            rv = np.where(measured.reliable, measured.rv, np.nan)
+            columns = {"rv": measured.rv, "rv_err": measured.rv_err,
+                       "rv_ccf": measured.ccf.astype(np.float32)}
+            flags[~measured.reliable] |= CatalogFlag.RV_UNRELIABLE
+            flags[measured.reliable] |= CatalogFlag.RESAMPLED
+        if not self.frame.identity or rv is not None:
+            flux, sigma, mask = self.frame.apply(flux, sigma, mask, rv)
+            if not self.frame.identity:
+                flags |= CatalogFlag.RESAMPLED
+        columns["_flags"] = flags
+        return flux, sigma, unusable(flux, sigma, mask), columns
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._maybe_die()
+        n = len(batch["flux"])
+        flux, sigma, bad, stage = self.in_model_frame(batch)
+        # Unusable pixels hold flux 0 and sigma +inf, as in the datasets the model was
+        # trained on; model_input then treats them as training did.
+        x = torch.as_tensor(np.where(bad, 0.0, flux), device=self.device)
+        s = torch.as_tensor(np.where(bad, np.inf, sigma), device=self.device)
+        try:
+            x, s = self.norm.model_input(self.wave, x, s)  # as in training
+            with torch.no_grad():
+                labels, extra = self.estimate(x, s, torch.as_tensor(~bad, device=self.device))
+        except Exception:  # noqa: BLE001 - one bad batch becomes flagged rows, not a dead job
+            log.exception("inference failed for a batch of %d spectra starting with %s", n,
+                          batch[ID_COLUMN][0])
+            labels, extra = np.full((n, len(self.norm.labels)), np.nan), {}
+        out = {ID_COLUMN: np.asarray(batch[ID_COLUMN], dtype=object),
+               "model": np.full(n, self.artifact.metadata.model, dtype=object),
+               "model_version": np.full(n, self.artifact.artifact_id, dtype=object)}
+        for k, name in enumerate(self.norm.labels):
+            out[name] = labels[:, k]
+        stage_flags = stage.pop("_flags")
+        if "rv" in extra and "rv" in stage:  # fit mode refined the measured velocity
+            extra["rv"] = (doppler_factor(stage["rv"]) * doppler_factor(extra["rv"]) - 1) * C_KMS
+            stage = {k: v for k, v in stage.items() if k not in extra}
+        out.update(stage)
+        out.update(extra)
+        out.update(self.quality_columns(batch, flux, sigma, bad, self.wave, labels,
+                                        np.asarray(self.norm.low), np.asarray(self.norm.high)))
+        out["flags"] |= stage_flags
+        if "_failed" in out:
+            out["flags"][out.pop("_failed")] |= CatalogFlag.FAILED
+        for name in self.config.carry_columns:
+            out[f"input_{name}"] = np.asarray(batch[name])
+        out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)
+        return out

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config_files import load_config
+from ..spectra.velocity import VelocitySettings
 
 
 class ActorSettings(BaseModel):
@@ -58,26 +59,31 @@ class QualitySettings(BaseModel):
                                     "unusable pixels before a spectrum is flagged")
 
 
-class InferConfig(BaseModel):
-    """``stellar-ray infer``: which model over which spectra into which catalog."""
+class RVSettings(VelocitySettings):
+    """Radial velocities measured by cross-correlation (:mod:`stellar_ray.spectra.velocity`)
+    and the spectra shifted to rest before the model sees them."""
+
+    measure: bool = Field(default=False, description="measure each spectrum's RV and "
+                          "shift it to rest (rv, rv_err, rv_ccf in the catalog)")
+    templates: str | None = Field(default=None, description="URL of an emulator artifact "
+                                  "or of a rest-frame dataset; default: the model itself "
+                                  "when it emulates")
+    n_templates: int = Field(default=16, gt=0, description="template spectra: emulated at "
+                             "this many labels spread over the emulator's domain, or the "
+                             "first this many rows of a template dataset")
+
+
+class CatalogJobConfig(BaseModel):
+    """What every job that turns a dataset into a catalog shares: the data, the catalog,
+    the actor pool and the per-spectrum quality flags."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(description="URL of a model artifact (``stellar-ray train`` output)")
     data: str = Field(description="URL of a spectrum dataset")
     to: str = Field(description="URL of the catalog to write (or to resume)")
-    mode: Literal["auto", "predict", "fit"] = Field(
-        default="auto", description="predict: regressors and the cINN; fit: emulators, "
-        "fitted to each spectrum; auto: by the model's family")
-    samples: int = Field(default=256, gt=1, description="cINN posterior draws per spectrum")
-    quantiles: list[float] = Field(default=[0.16, 0.5, 0.84])
-    noise_redraws: int = Field(default=16, ge=0, description="point regressors: the "
-                               "uncertainty is the spread over this many noise re-draws "
-                               "(paper 003 §3.7); 0: none")
     carry_columns: list[str] = Field(default_factory=list, description="input columns "
                                      "copied into the catalog as input_<name>")
     actors: ActorSettings = Field(default_factory=ActorSettings)
-    fit: FitSettings = Field(default_factory=FitSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     actor_env: dict[str, str] = Field(default_factory=dict, description="environment "
                                       "variables set in every actor")
@@ -86,12 +92,41 @@ class InferConfig(BaseModel):
     storage_options: dict[str, Any] | None = None
     seed: int = 0
 
+    @classmethod
+    def from_yaml(cls, path: str | Path):
+        return load_config(cls, path)
+
+
+class InferConfig(CatalogJobConfig):
+    """``stellar-ray infer``: which model over which spectra into which catalog."""
+
+    model: str = Field(description="URL of a model artifact (``stellar-ray train`` output)")
+    mode: Literal["auto", "predict", "fit"] = Field(
+        default="auto", description="predict: regressors and the cINN; fit: emulators, "
+        "fitted to each spectrum; auto: by the model's family")
+    samples: int = Field(default=256, gt=1, description="cINN posterior draws per spectrum")
+    quantiles: list[float] = Field(default=[0.16, 0.5, 0.84])
+    noise_redraws: int = Field(default=16, ge=0, description="point regressors: the "
+                               "uncertainty is the spread over this many noise re-draws "
+                               "(paper 003 §3.7); 0: none")
+    fit: FitSettings = Field(default_factory=FitSettings)
+    rv: RVSettings = Field(default_factory=RVSettings)
+
     @model_validator(mode="after")
     def _quantiles(self) -> InferConfig:
         if any(not 0 < q < 1 for q in self.quantiles):
             raise ValueError("quantiles must lie strictly between 0 and 1")
         return self
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> InferConfig:
-        return load_config(cls, path)
+
+class RVConfig(CatalogJobConfig):
+    """``stellar-ray rv``: radial velocities of a dataset's spectra into a catalog."""
+
+    rv: RVSettings = Field(description="rv.templates is required here")
+
+    @model_validator(mode="after")
+    def _templates(self) -> RVConfig:
+        if not self.rv.templates:
+            raise ValueError("rv.templates: give the URL of an emulator artifact or of a "
+                             "rest-frame dataset")
+        return self

@@ -29,14 +29,15 @@ from ..config_files import load_config
 from ..errors import ConfigError, SpectraError
 from ..quantities import default_unit
 from ..runtime import init_ray
-from ..spectra.catalog import CatalogManifest, CatalogWriter
+from ..spectra.catalog import CatalogWriter
 from ..spectra.dataset import load_manifest, read_shard
 from ..spectra.manifest import Manifest, Provenance
 from ..spectra.raydata import SOURCE_COLUMN, read_spectra
 from ..spectra.schema import ID_COLUMN
 from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
 from ..version import code_version
-from .config import InferConfig
+from .actor import model_frame, rv_templates
+from .config import CatalogJobConfig, InferConfig
 from .fit import EmulatorFitter
 from .predict import Predictor
 from .quality import CatalogFlag
@@ -73,10 +74,11 @@ class InferSummary:
         return "\n".join(lines)
 
 
-def _claim(cfg: InferConfig, artifact_id: str, mode: str) -> None:
-    """Record which model, data and settings a catalog belongs to; refuse to mix."""
+def _claim(cfg: CatalogJobConfig, claim: dict[str, str]) -> None:
+    """Record which model (or templates), data and settings a catalog belongs to; refuse to
+    mix."""
     settings = cfg.model_dump(mode="json", exclude={"actors", "storage_options", "to"})
-    job = {"artifact_id": artifact_id, "data": cfg.data, "mode": mode,
+    job = {**claim, "data": cfg.data,
            "settings_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True)
                                              .encode()).hexdigest()}
     fs, base = resolve(cfg.to, cfg.storage_options)
@@ -85,16 +87,16 @@ def _claim(cfg: InferConfig, artifact_id: str, mode: str) -> None:
         before = json.loads(read_bytes(fs, path))
         changed = [k for k in job if before.get(k) != job[k]]
         if changed:
-            what = {"artifact_id": "model", "data": "dataset", "mode": "mode",
-                    "settings_sha256": "settings (samples, quantiles, noise_redraws, fit, "
-                    "quality, carry_columns or seed)"}[changed[0]]
+            what = {"artifact_id": "model", "templates": "templates", "data": "dataset",
+                    "mode": "mode", "settings_sha256": "settings (samples, quantiles, "
+                    "noise_redraws, fit, rv, quality, carry_columns or seed)"}[changed[0]]
             raise SpectraError(f"this catalog was started with a different {what}; write to "
                                "another location or delete it", file=cfg.to)
         return
     write_bytes_atomic(fs, path, json.dumps(job, indent=1).encode())
 
 
-def _columns(cfg: InferConfig, manifest: Manifest) -> list[str]:
+def _columns(cfg: CatalogJobConfig, manifest: Manifest) -> list[str]:
     names = manifest.arrow_schema().names
     missing = [c for c in cfg.carry_columns if c not in names]
     if missing:
@@ -129,7 +131,7 @@ class _ShardBuffer:
         return pa.concat_tables(self.tables).sort_by(ID_COLUMN)
 
 
-def _why_unreadable(cfg: InferConfig, manifest: Manifest, shard: str) -> str:
+def _why_unreadable(cfg: CatalogJobConfig, manifest: Manifest, shard: str) -> str:
     record = next(r for r in manifest.shards if r.path == shard)
     try:
         read_shard(cfg.data, record, manifest, verify=True,
@@ -153,21 +155,22 @@ def _mode(cfg: InferConfig, artifact: Artifact) -> str:
     return mode
 
 
-def _check_grid(cfg: InferConfig, artifact: Artifact, manifest: Manifest) -> None:
-    if artifact.grid != manifest.grid:
-        raise SpectraError(f"the model was trained on a {artifact.grid.npix}-pixel grid that "
-                           f"differs from the dataset's ({manifest.npix} pixels); resample "
-                           "the data onto the model's grid", file=cfg.data, field="grid")
+def _check_frame(cfg: InferConfig, artifact: Artifact, manifest: Manifest) -> None:
+    """Fail before any work if the spectra cannot reach the model's frame or the RV stage
+    has no templates (the actors build the same things)."""
+    model_frame(cfg, artifact, manifest)
+    if cfg.rv.measure:
+        rv_templates(cfg, artifact)
 
 
-def _estimates(cfg: InferConfig, manifest: Manifest, mode: str, shards: list[str]):
+def _estimates(cfg: CatalogJobConfig, manifest: Manifest, actor: type, shards: list[str]):
     """The Ray Data pipeline: read the shards (tagged with their shard) → the actor pool."""
     pool = cfg.actors
     ds = read_spectra(cfg.data, columns=_columns(cfg, manifest), verify=cfg.verify,
                       storage_options=cfg.storage_options, shards=shards, tag_source=True,
                       skip_bad=True, num_cpus=cfg.read_cpus)
     return ds.map_batches(
-        ACTORS[mode], fn_constructor_args=(cfg.model_dump_json(),),
+        actor, fn_constructor_args=(cfg.model_dump_json(),),
         batch_size=pool.batch_size, batch_format="numpy",
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor or None,
@@ -213,9 +216,34 @@ def infer(cfg: InferConfig | dict | str | Path, address: str | None = None,
     started = time.perf_counter()
     manifest = load_manifest(cfg.data, cfg.storage_options)
     artifact = load_artifact(cfg.model, cfg.storage_options)  # checks it before any work
-    _check_grid(cfg, artifact, manifest)
+    _check_frame(cfg, artifact, manifest)
     mode = _mode(cfg, artifact)
-    _claim(cfg, artifact.artifact_id, mode)
+    job = CatalogJob(actor=ACTORS[mode], claim={"artifact_id": artifact.artifact_id,
+                                                 "mode": mode},
+                     producer=f"stellar-ray infer ({mode})",
+                     units=catalog_units(artifact, manifest, cfg.carry_columns),
+                     provenance={"artifact_id": artifact.artifact_id})
+    return run_catalog_job(cfg, manifest, job, address, progress, started)
+
+
+@dataclass
+class CatalogJob:
+    """What a catalog job runs in its actor pool and records: the actor class (built from
+    the config's JSON), what the catalog is claimed for, its producer, column units and
+    provenance entries beyond the config."""
+
+    actor: type
+    claim: dict[str, str]
+    producer: str
+    units: dict[str, str]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+def run_catalog_job(cfg: CatalogJobConfig, manifest: Manifest, job: CatalogJob,
+                    address: str | None, progress: bool, started: float) -> InferSummary:
+    """Claim the catalog, run the actor pool over the shards not yet committed, commit
+    each shard as it completes, and finalise the catalog."""
+    _claim(cfg, job.claim)
     writer = CatalogWriter(cfg.to, cfg.storage_options)
     done = writer.committed_keys()
     todo = {r.path: r.rows for r in manifest.shards if r.path not in done}
@@ -223,22 +251,25 @@ def infer(cfg: InferConfig | dict | str | Path, address: str | None = None,
                            skipped_shards=len(manifest.shards) - len(todo))
     if todo:
         init_ray(address)
-        results = _estimates(cfg, manifest, mode, list(todo))
+        results = _estimates(cfg, manifest, job.actor, list(todo))
         for shard in _gather(results, todo, writer, summary, progress):
             summary.failed_shards[shard] = _why_unreadable(cfg, manifest, shard)
-    catalog = _finalize(writer, cfg, artifact, manifest, mode)
+    provenance = Provenance(producer=job.producer,
+                            config=cfg.model_dump(mode="json", exclude={"storage_options"})
+                            | job.provenance, code_version=code_version())
+    catalog = writer.finalize(provenance, units=job.units)
     summary.spectra = catalog.num_rows
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def catalog_units(artifact: Artifact, manifest: Manifest, carried: list[str]
+def catalog_units(artifact: Artifact | None, manifest: Manifest, carried: list[str]
                   ) -> dict[str, str]:
-    """Unit of every catalog column that has one: the labels' (from the artifact) for the
-    estimates, their errors and quantiles; the dataset's for carried columns; km/s for the
-    fitted velocities."""
+    """Unit of every catalog column that has one: the labels' (from the artifact, if any)
+    for the estimates, their errors and quantiles; the dataset's for carried columns; km/s
+    for the velocities."""
     units = {"rv": "km/s", "rv_err": "km/s", "broadening": "km/s"}
-    for name, unit in artifact.units.items():
+    for name, unit in (artifact.units.items() if artifact else ()):
         if unit:
             units[name] = units[f"{name}_err"] = unit
     known = {lab.name: lab.unit for lab in manifest.labels} | {
@@ -247,14 +278,3 @@ def catalog_units(artifact: Artifact, manifest: Manifest, carried: list[str]
         if unit := known.get(name) or default_unit(name):
             units[f"input_{name}"] = unit
     return units
-
-
-def _finalize(writer: CatalogWriter, cfg: InferConfig, artifact: Artifact,
-              manifest: Manifest, mode: str) -> CatalogManifest:
-    provenance = Provenance(producer=f"stellar-ray infer ({mode})",
-                            config=cfg.model_dump(mode="json", exclude={"storage_options"})
-                            | {"artifact_id": artifact.artifact_id},
-                            code_version=code_version())
-    return writer.finalize(provenance,
-                           units=catalog_units(artifact, manifest, cfg.carry_columns))
-

@@ -18,6 +18,9 @@ class CatalogFlag(enum.IntFlag):
     LOW_SNR = 2  # S/N below quality.min_snr
     BAD_PIXELS = 4  # share of unusable pixels above quality.max_bad_fraction
     FAILED = 8  # the model or the fit gave no finite answer (estimates are NaN)
+    RESAMPLED = 16  # brought to the model's grid, resolution or rest frame first
+    RV_UNRELIABLE = 32  # the measured radial velocity is not trustworthy (weak or edge
+    # correlation peak); the spectrum was not shifted
 
 
 def unusable(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray) -> np.ndarray:

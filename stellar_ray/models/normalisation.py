@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import SpectraError
 from ..spectra.continuum import ContinuumConfig, divide_by_continuum
-from .preprocess import LabelScaler
+from .preprocess import LabelScaler, fill_unusable
 
 Transform = Literal["log10", "ln"]
 _FORWARD = {"log10": np.log10, "ln": np.log}
@@ -41,6 +41,10 @@ class Normalisation(BaseModel):
                                               "the model, in training and inference")
     arm_npix: list[int] | None = Field(default=None, description="pixels per arm of the "
                                        "grid (the continuum is fitted per arm)")
+    fill_unusable: bool = Field(default=False, description="unusable pixels (σ not "
+                                "finite) get the interpolation of their usable neighbours "
+                                "instead of 0 before the model (artifacts from before "
+                                "this field hold 0)")
 
     @classmethod
     def of_labels(cls, labels: np.ndarray, names: list[str],
@@ -80,17 +84,20 @@ class Normalisation(BaseModel):
             out[..., k] = _INVERSE[kind](out[..., k])
         return out
 
-    def continuum_normalised(self, wave: np.ndarray, flux: torch.Tensor, sigma: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flux, σ) (B, L) divided by their pseudo-continuum when the normalisation has
-        one (unusable pixels stay flux 0, σ ∞), else as given."""
-        if self.continuum is None:
-            return flux, sigma
-        x, s = divide_by_continuum(wave, flux.detach().cpu().numpy(),
-                                   sigma.detach().cpu().numpy(),
-                                   self.arm_npix or [len(wave)], self.continuum)
-        return (torch.as_tensor(x, device=flux.device, dtype=flux.dtype),
-                torch.as_tensor(s, device=sigma.device, dtype=sigma.dtype))
+    def model_input(self, wave: np.ndarray, flux: torch.Tensor, sigma: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flux, σ) (B, L) as the model takes them, the same in training and inference:
+        divided by their pseudo-continuum when the normalisation has one, and unusable
+        pixels (σ ∞, flux 0) filled from their neighbours when it says so (σ stays ∞)."""
+        if self.continuum is not None:
+            x, s = divide_by_continuum(wave, flux.detach().cpu().numpy(),
+                                       sigma.detach().cpu().numpy(),
+                                       self.arm_npix or [len(wave)], self.continuum)
+            flux = torch.as_tensor(x, device=flux.device, dtype=flux.dtype)
+            sigma = torch.as_tensor(s, device=sigma.device, dtype=sigma.dtype)
+        if self.fill_unusable:
+            flux = fill_unusable(flux, torch.isfinite(sigma))
+        return flux, sigma
 
     def scaler(self) -> LabelScaler:
         """The z-scoring of transformed labels as the zoo's module (float32 buffers)."""

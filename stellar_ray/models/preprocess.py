@@ -1,5 +1,6 @@
 """Transforms shared by the regressors (paper 003 §3.2): median normalisation with clipping at
-zero, heteroscedastic noise injection x + α ε σ as a training transform, and z-scored labels."""
+zero, unusable pixels filled from their neighbours, heteroscedastic noise injection
+x + α ε σ as a training transform, and z-scored labels."""
 
 from __future__ import annotations
 
@@ -14,6 +15,25 @@ def median_normalise(flux: torch.Tensor, sigma: torch.Tensor | None = None
     med = torch.where(torch.isfinite(med) & (med > 0), med, torch.ones_like(med))
     x = torch.clamp(flux / med, min=0.0)
     return x, None if sigma is None else sigma / med
+
+
+def fill_unusable(flux: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """flux (B, L) with each unusable pixel (``usable`` (B, L) False) replaced by the linear
+    interpolation, in pixel index, of its nearest usable neighbours (the nearest one beyond
+    the last or before the first; 0 in a row without any)."""
+    n = flux.shape[1]
+    idx = torch.arange(n, device=flux.device).expand_as(flux)
+    prev = torch.where(usable, idx, -1).cummax(dim=1).values
+    rev = torch.where(usable, n - 1 - idx, -1).flip(1).cummax(dim=1).values.flip(1)
+    nxt = torch.where(rev >= 0, n - 1 - rev, -1)
+    f_prev = flux.gather(1, prev.clamp(min=0))
+    f_next = flux.gather(1, nxt.clamp(min=0))
+    span = (nxt - prev).clamp(min=1).to(flux.dtype)
+    between = f_prev + (f_next - f_prev) * (idx - prev).to(flux.dtype) / span
+    filled = torch.where((prev >= 0) & (nxt >= 0), between,
+                         torch.where(prev >= 0, f_prev,
+                                     torch.where(nxt >= 0, f_next, torch.zeros_like(flux))))
+    return torch.where(usable, flux, filled)
 
 
 def inject_noise(x: torch.Tensor, sigma: torch.Tensor, alpha: float = 1.0,

@@ -139,12 +139,18 @@ class LineList:
         }
 
 
+#: Width of the blocks the forest is drawn in, Å: each block has its own random stream, so a
+#: star's forest at a wavelength does not depend on the range an instrument asks for.
+FOREST_BLOCK_A = 50.0
+
+
 @lru_cache(maxsize=8)
 def build_linelist(lo: float = 3500.0, hi: float = 10000.0, seed: int = 20260101,
                    forest_scale: float = 1.0) -> LineList:
     """The strong lines and a forest seeded by ``seed``, with vacuum wavelengths in [lo, hi] Å.
 
-    ``forest_scale`` multiplies the number of forest lines (0 for strong lines only).
+    ``forest_scale`` multiplies the number of forest lines (0 for strong lines only). The
+    forest in any wavelength interval is the same for every [lo, hi] that contains it.
     """
     symbols = tuple(ELEMENTS)
     rows = []
@@ -152,14 +158,16 @@ def build_linelist(lo: float = 3500.0, hi: float = 10000.0, seed: int = 20260101
         group = HYDROGEN if el == "H" else STRONG
         rows.append((float(air_to_vacuum(np.array([air]))[0]), symbols.index(el), ion, chi,
                      loggf, group))
-    rng = np.random.default_rng(seed)
-    span = hi - lo
-    for el, ion, per_1000 in _FOREST:
-        n = rng.poisson(per_1000 * span / 1000.0 * forest_scale)
-        wave = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-        chi = rng.uniform(0.0, 5.0 if ion == 1 else 6.0, n)
-        loggf = np.clip(rng.normal(-1.8, 0.9, n), -5.0, 0.5)
-        rows += [(w, symbols.index(el), ion, c, g, FOREST) for w, c, g in zip(wave, chi, loggf)]
+    for block in range(int(np.floor(lo / FOREST_BLOCK_A)), int(np.ceil(hi / FOREST_BLOCK_A))):
+        rng = np.random.default_rng([seed, block])
+        b_lo, b_hi = block * FOREST_BLOCK_A, (block + 1) * FOREST_BLOCK_A
+        for el, ion, per_1000 in _FOREST:
+            n = rng.poisson(per_1000 * FOREST_BLOCK_A / 1000.0 * forest_scale)
+            wave = np.exp(rng.uniform(np.log(b_lo), np.log(b_hi), n))
+            chi = rng.uniform(0.0, 5.0 if ion == 1 else 6.0, n)
+            loggf = np.clip(rng.normal(-1.8, 0.9, n), -5.0, 0.5)
+            rows += [(w, symbols.index(el), ion, c, g, FOREST)
+                     for w, c, g in zip(wave, chi, loggf)]
     arr = np.array(rows, dtype=np.float64)
     keep = (arr[:, 0] >= lo) & (arr[:, 0] <= hi)
     arr = arr[keep][np.argsort(arr[keep][:, 0])]

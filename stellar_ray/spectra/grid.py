@@ -94,6 +94,15 @@ class WavelengthGrid(BaseModel):
                 )
         return self
 
+    def __eq__(self, other: object) -> bool:
+        """Same arms and medium (the cached wavelength array is not compared)."""
+        if not isinstance(other, WavelengthGrid):
+            return NotImplemented
+        return self.medium == other.medium and self.arms == other.arms
+
+    def __hash__(self) -> int:
+        return hash(self.model_dump_json())
+
     @cached_property
     def _wavelength(self) -> np.ndarray:
         w = np.concatenate([a.wavelength() for a in self.arms])
@@ -107,6 +116,10 @@ class WavelengthGrid(BaseModel):
     @property
     def npix(self) -> int:
         return int(self._wavelength.size)
+
+    def arm_npix(self) -> list[int]:
+        """Pixels of each arm, in order."""
+        return [a.wavelength().size for a in self.arms]
 
     def arm_slices(self) -> dict[str, slice]:
         """Pixel ranges of each arm in the concatenated axis."""

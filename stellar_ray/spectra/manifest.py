@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -134,6 +135,13 @@ class Manifest(BaseModel):
     @property
     def num_rows(self) -> int:
         return sum(s.rows for s in self.shards)
+
+    def largest_abs(self, column: str) -> float:
+        """The largest |value| of a numeric column over all shards, from their recorded
+        ranges (0.0 when no shard records it)."""
+        ends = [abs(v) for shard in self.shards for v in shard.stats.get(column, ())]
+        finite = [v for v in ends if np.isfinite(v)]
+        return max(finite, default=0.0)
 
     def metadata_fields(self) -> list[pa.Field]:
         std = [pa.field(n, t) for n, (t, _, _) in STANDARD_METADATA.items()]

@@ -84,7 +84,7 @@ def degrade(wave_a: np.ndarray, flux: np.ndarray, sigma: np.ndarray, mask: np.nd
     wave = np.exp(x)
     flux_u, sigma_u, mask_u = Resampler.between(wave_a, wave).apply(flux, sigma, mask)
     s = np.interp(x, x_in, kernel_sigma)
-    kernel = _gaussian_rows(x, s)
+    kernel = gaussian_rows(x, s)
     usable = ((mask_u & np.uint8(UNUSABLE)) == 0).astype(np.float64)
     weight = kernel @ usable  # the rows sum to 1: the usable share of each kernel
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -99,7 +99,7 @@ def degrade(wave_a: np.ndarray, flux: np.ndarray, sigma: np.ndarray, mask: np.nd
     return wave, out_flux, out_sigma, out_mask
 
 
-def _gaussian_rows(x: np.ndarray, s: np.ndarray) -> sp.csr_matrix:
+def gaussian_rows(x: np.ndarray, s: np.ndarray) -> sp.csr_matrix:
     """(M, M) sparse Gaussian weights on the uniform grid ``x``: row i has σ = ``s[i]``
     (pixels with σ = 0 copy themselves)."""
     step = x[1] - x[0] if x.size > 1 else 1.0

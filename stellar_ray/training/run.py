@@ -96,7 +96,7 @@ def _check_rest_frame(cfg: TrainConfig, manifest: Manifest) -> None:
         rv = np.concatenate([shard_labels(sim, k)[0][:, INDEX["rv"]]
                              for k in range(sim.n_shards)])
     else:
-        rv = np.array([v for s in manifest.shards for v in s.stats.get("rv", ())])
+        rv = np.array([manifest.largest_abs("rv")])
     if rv.size and np.nanmax(np.abs(rv)) > 0:
         raise SpectraError(f"emulators learn rest-frame spectra, and these carry radial "
                            f"velocities up to {np.nanmax(np.abs(rv)):.3g} km/s: observe the "
@@ -247,9 +247,10 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         source = val_ds if cfg.data.simulate is not None else train_ds  # no extra generation
         flux_sample = next(iter(source.iter_batches(batch_size=512, batch_format="numpy")))[col]
     norm = task.fit_normalisation(labels, cfg.data.labels, flux_sample, cfg.data.transforms)
+    norm = norm.model_copy(update={"fill_unusable": True})
     if cfg.preprocess.normalise == "continuum":
         norm = norm.model_copy(update={"continuum": cfg.preprocess.continuum,
-                                       "arm_npix": [a.npix for a in manifest.grid.arms]})
+                                       "arm_npix": manifest.grid.arm_npix()})
     return PreparedData(cfg, manifest, train_ds, val_ds, norm, flux_sample, len(labels))
 
 

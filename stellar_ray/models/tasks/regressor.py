@@ -2,8 +2,10 @@
 
 Training inputs get fresh noise α ε σ on the noiseless model flux whenever the dataset keeps
 it (paper 003 eq. 15); validation and inference take the stored (observed) flux. Unusable
-pixels hold flux 0 and σ = +inf. In inference the uncertainty of a point estimate is the
-spread of the predictions for ``noise_redraws`` noisy copies of the spectrum (§3.7).
+pixels hold flux 0 and σ = +inf in the data; the normalisation fills them from their
+neighbours before the model (both in training and inference). In inference the uncertainty
+of a point estimate is the spread of the predictions for ``noise_redraws`` noisy copies of
+the spectrum (§3.7).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class RegressorTask(Task):
     family = "regressor"
     modes = ("predict",)
     head = ("head",)
-    takes = "flux (B, L) on the artifact's grid, unusable pixels 0"
+    takes = "flux (B, L) on the artifact's grid, unusable pixels filled from neighbours"
     gives = "labels (B, K) z-scored with normalisation.mean/std"
 
     def prepare(self, batch: dict[str, np.ndarray], norm: Normalisation, wave: np.ndarray, *,
@@ -58,7 +60,7 @@ class RegressorTask(Task):
                 ) -> tuple[Inputs, torch.Tensor]:
         flux = training_flux(batch, noise_alpha, train, generator)
         sigma = torch.as_tensor(batch["sigma"], dtype=torch.float32)
-        flux, _ = norm.continuum_normalised(wave, flux, sigma)
+        flux, _ = norm.model_input(wave, flux, sigma)
         return (flux,), norm.z(labels_of(batch, norm.labels))
 
     def loss(self, model: torch.nn.Module, inputs: Inputs, target: torch.Tensor,

@@ -5,6 +5,7 @@ dashboard, in one directory or URL.
     metadata.json                  :class:`ArtifactMetadata` (typed, versioned)
     reference/inputs.safetensors   a few inputs ...
     reference/outputs.safetensors  ... and the outputs this model gave for them
+    novelty.safetensors            (regressors, posteriors) the input-novelty reference
     integrity.json                 SHA-256 of every file above and the artifact id
 
 :func:`load_artifact` is the one way to open an artifact: it checks every hash and the
@@ -30,6 +31,7 @@ from safetensors.torch import save as save_tensors
 
 from .errors import ChecksumError, ModelError
 from .models.normalisation import Normalisation, labels_of
+from .models.novelty import InputNovelty
 from .models.registry import build, card
 from .models.tasks import Family, Task
 from .quantities import default_unit
@@ -40,8 +42,7 @@ from .version import code_version
 
 #: Version of the metadata layout this code writes and reads.
 ARTIFACT_VERSION = 2
-FILES = ("weights.safetensors", "metadata.json", "reference/inputs.safetensors",
-         "reference/outputs.safetensors")
+NOVELTY_FILE = "novelty.safetensors"
 _DEPENDENCIES = ("torch", "ray", "numpy", "pyarrow", "zuko", "safetensors")
 
 
@@ -150,6 +151,7 @@ class Artifact:
     reference: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
     artifact_id: str  # "sha256:…" over the files' hashes, from integrity.json
     url: str
+    novelty: InputNovelty | None = None  # how unlike the training set an input is
 
     @property
     def task(self) -> Task:
@@ -206,6 +208,7 @@ def _packed(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def write_artifact(url: str, *, model: torch.nn.Module, metadata: ArtifactMetadata,
                    reference_inputs: dict[str, torch.Tensor],
+                   novelty: InputNovelty | None = None,
                    storage_options: dict | None = None) -> dict[str, Any]:
     """Write an artifact for ``model`` at ``url`` (each file atomically, integrity.json
     last); returns its integrity record."""
@@ -217,9 +220,11 @@ def write_artifact(url: str, *, model: torch.nn.Module, metadata: ArtifactMetada
         "reference/inputs.safetensors": save_tensors(_packed(reference_inputs)),
         "reference/outputs.safetensors": save_tensors(_packed(outputs)),
     }
+    if novelty is not None:
+        files[NOVELTY_FILE] = save_tensors(_packed(novelty.tensors()))
     fs, base = resolve(url, storage_options)
     tree = []
-    for name in FILES:
+    for name in files:
         write_bytes_atomic(fs, join(base, name), files[name])
         tree.append({"path": name, "sha256": hashlib.sha256(files[name]).hexdigest()})
     artifact_id = hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
@@ -303,5 +308,7 @@ def load_artifact(url: str, storage_options: dict | None = None,
     model.to(device).eval()
     reference = (load_tensors(data["reference/inputs.safetensors"]),
                  load_tensors(data["reference/outputs.safetensors"]))
+    novelty = (InputNovelty.from_tensors(load_tensors(data[NOVELTY_FILE]))
+               if NOVELTY_FILE in data else None)
     return Artifact(model=model, metadata=metadata, reference=reference,
-                    artifact_id=artifact_id, url=url)
+                    artifact_id=artifact_id, url=url, novelty=novelty)

@@ -271,7 +271,8 @@ def test_every_family_trains_on_the_grid_and_runs_through_infer(grids, tmp_path,
     artifact = load_artifact(str(tmp_path / model / "artifact"))
     artifact.verify()
     metrics = set(artifact.metadata.metrics)
-    want = {"emulator": {"mae", "maqe95"}, "posterior": {"nll", "coverage68"}}.get(
+    want = {"emulator": {"mae", "maqe95"},
+            "posterior": {"nll", "coverage68", "teff/coverage68", "fe_h/coverage95"}}.get(
         c.family, {"teff/r2", "logg/sigma_robust", "fe_h/mae"})
     assert want <= metrics, metrics
     if emulator:

@@ -12,11 +12,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from stellar_ray.artifact import load_artifact
 from stellar_ray.cli import app
 from stellar_ray.errors import SpectraError
 from stellar_ray.inference.quality import CatalogFlag
 from stellar_ray.simulation.survey import SimulationConfig, simulate
+from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.catalog import load_catalog_manifest, read_catalog
+from stellar_ray.spectra.dataset import DatasetWriter, iter_shards, load_manifest
 from stellar_ray.spectra.grid import ArmGrid, WavelengthGrid
 from stellar_ray.spectra.match import GridMatcher
 from stellar_ray.spectra.resolution import Resolution
@@ -40,9 +43,9 @@ def run(*args: str) -> str:
 
 
 def survey(url, n: int, seed: int, instrument: dict | str = LRS_LIKE, rv=None,
-           noise: bool = True) -> str:
+           noise: bool = True, ranges: dict | None = None) -> str:
     """A simulated survey at S/N 50; ``rv`` a (lo, hi) range or None for rest."""
-    prior = {"kind": "uniform", "ranges": dict(RANGES),
+    prior = {"kind": "uniform", "ranges": dict(ranges or RANGES),
              "fixed": {**FIXED, **({} if rv else {"rv": 0.0})}}
     if rv:
         prior["ranges"]["rv"] = list(rv)
@@ -207,3 +210,33 @@ def test_matching_conserves_lines_and_propagates_noise():
         GridMatcher.between(
             src, [Resolution(lo=5000, hi=5200, resolving_power=5000, origin="option")],
             tgt, [Resolution(lo=5010, hi=5190, resolving_power=6500, origin="option")])
+
+
+def test_spectra_unlike_the_training_set_are_flagged(surveys, ridge, tmp_path):
+    """The ridge model's artifact carries an input-novelty reference fitted on its validation
+    spectra: the rest-frame stars (like the training set) are not flagged; M dwarfs (molecular
+    bands the FGK training set never had) and the same stars with a flux-calibration fault
+    (a 30 % step in the middle of the window) are, with scores far above the threshold."""
+    novelty = load_artifact(ridge).novelty
+    assert novelty is not None and np.isfinite(novelty.threshold)
+    run("infer", ridge, surveys["rest"], "--to", str(tmp_path / "cat-rest"))
+    rest = _rows(str(tmp_path / "cat-rest"))
+    flagged = [i for i in rest if rest[i]["flags"] & CatalogFlag.OUT_OF_DISTRIBUTION]
+    assert len(flagged) <= 1, [rest[i]["ood_score"] for i in flagged]
+    survey(tmp_path / "m-dwarfs", 8, seed=5, ranges={"teff": [3200, 3500], "logg": [4.7, 5.0],
+                                                      "fe_h": [-0.3, 0.3]})
+    clean = SpectrumBatch.concat(list(iter_shards(surveys["rest"])))
+    step = np.where(np.arange(clean.flux.shape[1]) < clean.flux.shape[1] // 2, 1.0, 1.3)
+    faulty = SpectrumBatch(spectrum_id=clean.spectrum_id, flux=clean.flux * step,
+                           sigma=clean.sigma * step, mask=clean.mask, labels=clean.labels,
+                           metadata=clean.metadata, model_flux=clean.model_flux * step)
+    manifest = load_manifest(surveys["rest"]).model_copy(update={"shards": []})
+    with DatasetWriter(str(tmp_path / "faulty"), manifest) as w:
+        w.write(faulty)
+    typical = np.median([r["ood_score"] for r in rest.values()])
+    for name in ("m-dwarfs", "faulty"):
+        run("infer", ridge, str(tmp_path / name), "--to", str(tmp_path / f"cat-{name}"))
+        rows = _rows(str(tmp_path / f"cat-{name}"))
+        scores = [r["ood_score"] for r in rows.values()]
+        assert all(r["flags"] & CatalogFlag.OUT_OF_DISTRIBUTION for r in rows.values()), (
+            name, scores, novelty.threshold, typical)

@@ -120,7 +120,8 @@ class CatalogActor(BatchActor):
     def estimate(self, flux: torch.Tensor, sigma: torch.Tensor, usable: torch.Tensor
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(labels (B, K) float64, further columns) for flux and sigma (B, L) on the
-        device; ``usable`` (B, L) is False on pixels without usable flux."""
+        device; ``usable`` (B, L) is False on pixels without usable flux. A further column
+        ``_flags`` (B,) int32 is ORed into the catalog's flags."""
         raise NotImplementedError
 
     def in_model_frame(self, batch: dict[str, np.ndarray]
@@ -147,6 +148,14 @@ class CatalogActor(BatchActor):
         columns["_flags"] = flags
         return flux, sigma, unusable(flux, sigma, mask), columns
 
+    def novelty_of(self, x: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(ood_score (B,) float32, flags (B,) int32) of model inputs x, σ (B, L) against
+        the training set: OUT_OF_DISTRIBUTION where the score passes the threshold."""
+        novelty = self.artifact.novelty
+        score = novelty.score(x, s).cpu().numpy()
+        flags = np.where(score > novelty.threshold, int(CatalogFlag.OUT_OF_DISTRIBUTION), 0)
+        return score.astype(np.float32), flags.astype(np.int32)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._maybe_die()
         n = len(batch["flux"])
@@ -159,6 +168,10 @@ class CatalogActor(BatchActor):
             x, s = self.norm.model_input(self.wave, x, s)  # as in training
             with torch.no_grad():
                 labels, extra = self.estimate(x, s, torch.as_tensor(~bad, device=self.device))
+                if self.artifact.novelty is not None:
+                    score, flags = self.novelty_of(x, s)
+                    extra = {**extra, "ood_score": score,
+                             "_flags": extra.get("_flags", np.int32(0)) | flags}
         except Exception:  # noqa: BLE001 - one bad batch becomes flagged rows, not a dead job
             log.exception("inference failed for a batch of %d spectra starting with %s", n,
                           batch[ID_COLUMN][0])
@@ -177,8 +190,8 @@ class CatalogActor(BatchActor):
         out.update(self.quality_columns(batch, flux, sigma, bad, self.wave, labels,
                                         np.asarray(self.norm.low), np.asarray(self.norm.high)))
         out["flags"] |= stage_flags
-        if "_failed" in out:
-            out["flags"][out.pop("_failed")] |= CatalogFlag.FAILED
+        if "_flags" in out:  # the estimator's own flags
+            out["flags"] |= out.pop("_flags")
         for name in self.config.carry_columns:
             out[f"input_{name}"] = np.asarray(batch[name])
         out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)

@@ -34,7 +34,8 @@ class ActorSettings(BaseModel):
 
 class FitSettings(BaseModel):
     """Emulator fitting (paper 002 §3.5): batched Adam from several starts, then
-    Levenberg–Marquardt, over the labels plus radial velocity and extra broadening."""
+    Levenberg–Marquardt, over the labels plus radial velocity, extra broadening and a
+    continuum polynomial per arm."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +48,10 @@ class FitSettings(BaseModel):
                                 "within ± this")
     fit_broadening: bool = Field(default=True, description="also fit a Gaussian broadening "
                                  "(km/s) on top of the emulator's")
+    continuum_degree: int | None = Field(default=None, ge=0, description="also fit a "
+                                         "multiplicative continuum per arm: a Legendre "
+                                         "polynomial of this degree (0: a flux scale per "
+                                         "arm; none: the emulator's continuum as it is)")
 
 
 class QualitySettings(BaseModel):
@@ -57,6 +62,9 @@ class QualitySettings(BaseModel):
     min_snr: float = Field(default=10.0, ge=0)
     max_bad_fraction: float = Field(default=0.2, ge=0, le=1, description="largest share of "
                                     "unusable pixels before a spectrum is flagged")
+    max_chi2_reduced: float = Field(default=5.0, gt=0, description="fit mode: largest "
+                                    "reduced χ² of the best fit before a spectrum is flagged "
+                                    "as poorly fitted (out of the emulator's distribution)")
 
 
 class RVSettings(VelocitySettings):

@@ -7,6 +7,10 @@ training-set mean and zero velocity), the best start kept, then Levenberg–Marq
 with a finite-difference Jacobian. The inverse of JᵀJ at the optimum gives the errors.
 The velocity shift moves the model along the wavelength grid (linear interpolation); the
 broadening is a Gaussian of σ km/s applied with the grid's median pixel width in km/s.
+With ``fit.continuum_degree`` the model is multiplied by a Legendre polynomial per arm whose
+coefficients enter linearly: for any labels they are solved for exactly (weighted linear
+least squares), so χ² is profiled over them (variable projection) and the labels' errors
+from the profiled Jacobian are marginalised over the continuum.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import torch
 
 from ..errors import ModelError
 from ..quantities import C_KMS
+from ..spectra.continuum import legendre_continuum_basis
 from .actor import CatalogActor
+from .quality import CatalogFlag
 
 #: Velocities are fitted in units of 100 km/s, so that their steps match the z-scores'.
 RV_UNIT_KMS = 100.0
@@ -40,6 +46,16 @@ class EmulatorFitter(CatalogActor):
         self.z_low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
         self.z_high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
         self.n_params = len(self.norm.labels) + 1 + int(self.config.fit.fit_broadening)
+        self.continuum_basis = None
+        degree = self.config.fit.continuum_degree
+        if degree is not None:
+            basis = legendre_continuum_basis(self.artifact.grid.arm_npix(), degree)
+            self.continuum_basis = torch.as_tensor(basis, dtype=torch.float32,
+                                                   device=self.device)
+            outer = basis[:, :, None] * basis[:, None, :]
+            self.continuum_outer = torch.as_tensor(outer.reshape(len(basis), -1),
+                                                   dtype=torch.float32, device=self.device)
+        self.n_continuum = 0 if self.continuum_basis is None else basis.shape[1]
 
     # -- the forward model ------------------------------------------------------------
     def emulate(self, z: torch.Tensor) -> torch.Tensor:
@@ -55,10 +71,25 @@ class EmulatorFitter(CatalogActor):
             flux = _gaussian_blur(flux, sigma_pix)
         return _doppler_shift(flux, self.wave_t, params[:, k] * RV_UNIT_KMS)
 
+    def fitted(self, params: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor
+               ) -> torch.Tensor:
+        """The model (N, L) for ``params``, times the continuum per arm that best fits
+        ``flux`` with weights ``weight`` (N, L) when the fit has one."""
+        model = self.observe(params)
+        if self.continuum_basis is None:
+            return model
+        m = self.n_continuum
+        gram = ((weight * model * model) @ self.continuum_outer).reshape(-1, m, m)
+        rhs = (weight * model * flux) @ self.continuum_basis
+        ridge = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(1) + 1e-12
+        eye = torch.eye(m, device=flux.device, dtype=flux.dtype)
+        coeff = torch.linalg.solve(gram + ridge[:, None, None] * eye, rhs)
+        return model * (coeff @ self.continuum_basis.T)
+
     def residuals(self, params: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor
                   ) -> torch.Tensor:
         """√w (f − model): (N, L)."""
-        return weight.sqrt() * (flux - self.observe(params))
+        return weight.sqrt() * (flux - self.fitted(params, flux, weight))
 
     # -- the fit ----------------------------------------------------------------------
     def starts(self, n: int) -> torch.Tensor:
@@ -132,7 +163,7 @@ class EmulatorFitter(CatalogActor):
         weight = torch.where(usable, 1.0 / sigma.clamp_min(1e-30) ** 2, torch.zeros_like(flux))
         params = self.adam(flux, weight)
         params, cov = self.polish(params, flux, weight)
-        model = self.observe(params)
+        model = self.fitted(params, flux, weight)
         resid = torch.where(usable, flux - model, torch.zeros_like(flux))
         chi2 = (weight * resid**2).sum(1)
         n_used = usable.sum(1)
@@ -147,12 +178,17 @@ class EmulatorFitter(CatalogActor):
         abs_resid = torch.where(usable, resid.abs(), torch.full_like(resid, float("nan")))
         extra.update({
             "chi2": chi2.cpu().numpy(),
-            "chi2_reduced": (chi2 / (n_used - self.n_params).clamp_min(1)).cpu().numpy(),
+            "chi2_reduced": (chi2 / (n_used - self.n_params - self.n_continuum).clamp_min(1)
+                             ).cpu().numpy(),
             "residual_rms": (resid.pow(2).sum(1) / n_used.clamp_min(1)).sqrt().cpu().numpy(),
             "residual_median_abs": torch.nanmedian(abs_resid, dim=1).values.cpu().numpy(),
             "pixels_used": n_used.cpu().numpy().astype(np.int32),
         })
-        extra["_failed"] = ~np.isfinite(extra["chi2"]) | (n_used.cpu().numpy() == 0)
+        flags = np.zeros(len(flux), dtype=np.int32)
+        flags[~np.isfinite(extra["chi2"]) | (n_used.cpu().numpy() == 0)] |= CatalogFlag.FAILED
+        flags[extra["chi2_reduced"] > self.config.quality.max_chi2_reduced] |= \
+            CatalogFlag.POOR_FIT
+        extra["_flags"] = flags
         return labels, extra
 
 

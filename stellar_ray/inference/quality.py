@@ -21,6 +21,10 @@ class CatalogFlag(enum.IntFlag):
     RESAMPLED = 16  # brought to the model's grid, resolution or rest frame first
     RV_UNRELIABLE = 32  # the measured radial velocity is not trustworthy (weak or edge
     # correlation peak); the spectrum was not shifted
+    POOR_FIT = 64  # fit mode: χ²_reduced of the best fit above quality.max_chi2_reduced —
+    # a spectrum unlike those the emulator was trained on, or a broken one
+    OUT_OF_DISTRIBUTION = 128  # regressors, posteriors: ood_score above the artifact's
+    # threshold — the input is unlike every validation spectrum of the training set
 
 
 def unusable(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray) -> np.ndarray:

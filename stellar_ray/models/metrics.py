@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from ..calibration import SNR_EDGES
 
 #: Stellar types by log g (dex): giants < 2.5 <= subgiants <= 4 < dwarfs.
 STELLAR_TYPES = {"giant": (-np.inf, 2.5), "subgiant": (2.5, 4.0), "dwarf": (4.0, np.inf)}
@@ -45,12 +49,28 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray, names: list[str],
     return out
 
 
-def coverage(samples: np.ndarray, true: np.ndarray, levels=(0.68, 0.95)) -> dict[str, float]:
-    """Fraction of true labels inside the central posterior intervals: samples (S, B, K)."""
+def coverage(samples: np.ndarray, true: np.ndarray, levels=(0.68, 0.95),
+             names: Sequence[str] | None = None, snr: np.ndarray | None = None,
+             snr_edges: Sequence[float] = SNR_EDGES
+             ) -> dict[str, float]:
+    """Fraction of true labels inside the central posterior intervals: samples (S, B, K),
+    true (B, K): over all labels (``coverage68``), and with ``names`` per label
+    (``teff/coverage68``) and, with ``snr`` (B,), per S/N bin (``teff/coverage68/snr20-50``)."""
     out = {}
+    known = np.isfinite(true)
     for level in levels:
         lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=0)
         inside = (true >= lo) & (true <= hi)
-        out[f"coverage{int(level * 100)}"] = float(np.nanmean(np.where(np.isfinite(true),
-                                                                        inside, np.nan)))
+        tag = f"coverage{int(level * 100)}"
+        out[tag] = float(np.nanmean(np.where(known, inside, np.nan)))
+        for k, name in enumerate(names or ()):
+            sel = known[:, k]
+            if sel.any():
+                out[f"{name}/{tag}"] = float(inside[sel, k].mean())
+            if snr is None:
+                continue
+            for a, b in zip(snr_edges[:-1], snr_edges[1:]):
+                in_bin = sel & (snr >= a) & (snr < b)
+                if in_bin.any():
+                    out[f"{name}/{tag}/snr{a:g}-{b:g}"] = float(inside[in_bin, k].mean())
     return out

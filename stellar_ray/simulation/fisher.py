@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..spectra.continuum import legendre_continuum_basis
 from .labels import INDEX, LABEL_NAMES
 
 #: median of |error| / CRB for an efficient unbiased estimator (the median of |N(0, 1)|)
@@ -49,17 +50,15 @@ class Nuisance:
     def columns(self, flux: torch.Tensor) -> torch.Tensor:
         """(B, L, C) derivatives of the flux with respect to the continuum coefficients at
         the identity continuum (each column: the flux times one basis polynomial)."""
-        n_pix = flux.shape[1]
-        arms = self.arm_pixels or (np.arange(n_pix),)
-        out = []
-        for pixels in arms:
-            pixels = np.asarray(pixels)
-            x = np.linspace(-1.0, 1.0, pixels.size)
-            for k in range(self.continuum_degree + 1):
-                basis = np.zeros(n_pix)
-                basis[pixels] = np.polynomial.legendre.Legendre.basis(k)(x)
-                out.append(flux * torch.as_tensor(basis, dtype=flux.dtype))
-        return torch.stack(out, dim=-1) if out else flux.new_zeros(*flux.shape, 0)
+        if self.continuum_degree < 0:
+            return flux.new_zeros(*flux.shape, 0)
+        arms = self.arm_pixels or (np.arange(flux.shape[1]),)
+        basis = legendre_continuum_basis([len(p) for p in arms], self.continuum_degree)
+        order = np.concatenate([np.asarray(p) for p in arms])
+        placed = np.zeros((flux.shape[1], basis.shape[1]))
+        placed[order] = basis
+        return flux[:, :, None] * torch.as_tensor(placed, dtype=flux.dtype,
+                                                  device=flux.device)[None]
 
 
 def arms_of(model: Callable[[torch.Tensor], torch.Tensor]) -> tuple[np.ndarray, ...] | None:

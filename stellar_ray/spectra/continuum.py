@@ -117,3 +117,18 @@ def divide_by_continuum(wave: np.ndarray, flux: np.ndarray, sigma: np.ndarray,
     safe = np.where(ok, continuum, 1.0)
     return (np.where(ok, flux / safe, 0.0).astype(np.float32),
             np.where(ok, sigma / safe, np.inf).astype(np.float32))
+
+
+def legendre_continuum_basis(arm_npix: Sequence[int], degree: int) -> np.ndarray:
+    """(L, A·(degree + 1)) float64: per arm (``arm_npix`` pixels each, in order), the
+    Legendre polynomials P_0..P_degree of the pixel index scaled to [−1, 1] over the arm,
+    zero outside it: the design of a smooth multiplicative continuum per arm."""
+    n_pix = int(sum(arm_npix))
+    out = np.zeros((n_pix, len(arm_npix) * (degree + 1)))
+    start = 0
+    for a, n in enumerate(arm_npix):
+        columns = slice(a * (degree + 1), (a + 1) * (degree + 1))
+        out[start:start + n, columns] = np.polynomial.legendre.legvander(
+            np.linspace(-1.0, 1.0, n), degree)
+        start += n
+    return out

@@ -28,6 +28,7 @@ from ..artifact import describe, load_artifact, write_artifact
 from ..config_files import load_config
 from ..errors import SpectraError
 from ..models.normalisation import Normalisation
+from ..models.novelty import InputNovelty
 from ..models.registry import build, card
 from ..quantities import default_unit
 from ..runtime import init_ray, verbose
@@ -43,6 +44,10 @@ from .config import TrainConfig
 from .in_memory import FLUX_COLUMNS, shard_bytes
 from .loop import CHECKPOINT_FILE, train_loop_per_worker
 from .reports import ForwardReports, epoch_line, fit_reporting, report_queue
+
+#: Validation spectra the input-novelty reference is fitted on (at most), and the fewest.
+NOVELTY_SPECTRA = 1024
+MIN_NOVELTY_SPECTRA = 16
 
 
 @dataclass
@@ -375,10 +380,28 @@ def _write_artifact(url: str, run: PreparedData, model: torch.nn.Module,
                         noise_alpha=cfg.data.noise_alpha if m.model_flux else 0.0,
                         metrics=metrics, config=cfg.model_dump(mode="json"),
                         training_data=cfg.data.source, resolution=m.resolution)
-    val_batch = next(iter(run.validation.iter_batches(batch_size=8, batch_format="numpy")))
-    reference = card(cfg.model).task.reference_inputs(run.norm, m.grid.wavelength(), val_batch)
+    task = card(cfg.model).task
+    val_batch = next(iter(run.validation.iter_batches(batch_size=NOVELTY_SPECTRA,
+                                                      batch_format="numpy")))
+    first = {k: v[:8] for k, v in val_batch.items()}
+    reference = task.reference_inputs(run.norm, m.grid.wavelength(), first)
+    novelty = None if "fit" in task.modes else _novelty(run.norm, m.grid.wavelength(),
+                                                         val_batch, cfg.seed)
     write_artifact(url, model=model, metadata=metadata, reference_inputs=reference,
-                   storage_options=cfg.data.storage_options)
+                   novelty=novelty, storage_options=cfg.data.storage_options)
+
+
+def _novelty(norm: Normalisation, wave: np.ndarray, batch: dict[str, np.ndarray], seed: int
+             ) -> InputNovelty | None:
+    """The input-novelty reference from validation spectra as the model takes them (None
+    when they are too few or carry no noise to measure against)."""
+    sigma = torch.as_tensor(np.asarray(batch["sigma"], dtype=np.float32))
+    if len(sigma) < MIN_NOVELTY_SPECTRA or not bool(((sigma > 0) & torch.isfinite(sigma))
+                                                    .any(dim=1).all()):
+        return None
+    flux, sigma = norm.model_input(wave, torch.as_tensor(np.asarray(batch["flux"],
+                                                                    dtype=np.float32)), sigma)
+    return InputNovelty.fit(flux, sigma, seed)
 
 
 def _best(result) -> tuple[Any, dict[str, Any]]:

@@ -39,12 +39,15 @@ class PosteriorTask(RegressorTask):
         samples = norm.unz(model.sample(inputs[0], VALIDATION_DRAWS).cpu().numpy())
         out = {"samples": samples, "pred": samples.mean(axis=0),
                "true": labels_of(batch, norm.labels)}
-        if "logg" in batch:
-            out["logg"] = np.asarray(batch["logg"], dtype=float)
+        for key in ("logg", "snr"):
+            if key in batch:
+                out[key] = np.asarray(batch[key], dtype=float)
         return out
 
     def metrics(self, parts: dict[str, np.ndarray], norm: Normalisation) -> dict[str, float]:
-        return {**super().metrics(parts, norm), **coverage(parts["samples"], parts["true"])}
+        return {**super().metrics(parts, norm),
+                **coverage(parts["samples"], parts["true"], names=norm.labels,
+                           snr=parts.get("snr"))}
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         out = super().evaluate(*args, **kwargs)

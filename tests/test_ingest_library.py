@@ -187,6 +187,20 @@ def dataset_files(url: Path) -> dict[str, bytes]:
             if p.name.startswith("part-") or p.name == REJECTS_NAME}
 
 
+def _settled_count(folder, pattern: str, quiet_s: float = 3.0, limit_s: float = 60.0) -> int:
+    """The number of files matching ``pattern`` in ``folder`` once it has not changed for
+    ``quiet_s`` seconds (a task already running when its driver is killed may still finish
+    and record its chunk)."""
+    count, deadline = -1, time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        now = len(list(folder.glob(pattern)))
+        if now == count:
+            return now
+        count = now
+        time.sleep(quiet_s)
+    return count
+
+
 def test_a_killed_ingest_resumes_to_the_same_bytes(tmp_path, ray_session):
     """SIGKILL the whole `stellar-ray ingest` process group once a few chunks are recorded;
     the rerun skips them and ends with the same shards, rejects and manifest (but its
@@ -211,7 +225,7 @@ def test_a_killed_ingest_resumes_to_the_same_bytes(tmp_path, ray_session):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()[-2000:]
     assert not (killed / "_manifest.json").exists()
-    done = len(list(records.glob("chunk-*.json")))
+    done = _settled_count(records, "chunk-*.json")
     assert 5 <= done < 120
 
     code, out = cli("ingest", raw, "--to", killed, *args)

@@ -61,6 +61,15 @@ class BatchActor:
         return {"snr": snr.astype(np.float32),
                 "bad_pixel_fraction": bad_fraction.astype(np.float32), "flags": flags}
 
+    def carried(self, out: dict[str, np.ndarray], batch: dict[str, np.ndarray]
+                ) -> dict[str, np.ndarray]:
+        """``out`` with the input columns the job carries (``input_<name>``) and the source
+        shard the driver groups rows by."""
+        for name in self.config.carry_columns:
+            out[f"input_{name}"] = np.asarray(batch[name])
+        out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)
+        return out
+
     def _maybe_die(self) -> None:
         self.calls += 1
         spec = os.environ.get(KILL_ENV)
@@ -192,7 +201,4 @@ class CatalogActor(BatchActor):
         out["flags"] |= stage_flags
         if "_flags" in out:  # the estimator's own flags
             out["flags"] |= out.pop("_flags")
-        for name in self.config.carry_columns:
-            out[f"input_{name}"] = np.asarray(batch[name])
-        out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)
-        return out
+        return self.carried(out, batch)

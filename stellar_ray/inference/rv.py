@@ -11,7 +11,6 @@ import numpy as np
 
 from ..config_files import load_config
 from ..spectra.dataset import load_manifest
-from ..spectra.raydata import SOURCE_COLUMN
 from ..spectra.schema import ID_COLUMN
 from ..spectra.velocity import VelocityMeter
 from .actor import BatchActor
@@ -50,10 +49,7 @@ class VelocityActor(BatchActor):
                                         none[0]))
         out["flags"][~v.reliable] |= CatalogFlag.RV_UNRELIABLE
         out["flags"][~np.isfinite(v.rv)] |= CatalogFlag.FAILED
-        for name in self.config.carry_columns:
-            out[f"input_{name}"] = np.asarray(batch[name])
-        out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)
-        return out
+        return self.carried(out, batch)
 
 
 def measure_velocities(cfg: RVConfig | dict | str | Path, address: str | None = None,
@@ -63,6 +59,7 @@ def measure_velocities(cfg: RVConfig | dict | str | Path, address: str | None = 
     cfg = load_config(RVConfig, cfg)
     started = time.perf_counter()
     manifest = load_manifest(cfg.data, cfg.storage_options)
+    # fail fast: a template source that cannot be read is reported before the pool starts
     load_templates(cfg.rv.templates, cfg.rv.n_templates, cfg.rv, cfg.storage_options)
     job = CatalogJob(actor=VelocityActor, claim={"templates": cfg.rv.templates},
                      producer="stellar-ray rv",

@@ -381,12 +381,13 @@ def _write_artifact(url: str, run: PreparedData, model: torch.nn.Module,
                         metrics=metrics, config=cfg.model_dump(mode="json"),
                         training_data=cfg.data.source, resolution=m.resolution)
     task = card(cfg.model).task
-    val_batch = next(iter(run.validation.iter_batches(batch_size=NOVELTY_SPECTRA,
-                                                      batch_format="numpy")))
+    emulates = "fit" in task.modes  # emulators' fits judge their inputs by χ² instead
+    val_batch = next(iter(run.validation.iter_batches(
+        batch_size=8 if emulates else NOVELTY_SPECTRA, batch_format="numpy")))
     first = {k: v[:8] for k, v in val_batch.items()}
     reference = task.reference_inputs(run.norm, m.grid.wavelength(), first)
-    novelty = None if "fit" in task.modes else _novelty(run.norm, m.grid.wavelength(),
-                                                         val_batch, cfg.seed)
+    novelty = None if emulates else _novelty(run.norm, m.grid.wavelength(), val_batch,
+                                             cfg.seed)
     write_artifact(url, model=model, metadata=metadata, reference_inputs=reference,
                    novelty=novelty, storage_options=cfg.data.storage_options)
 

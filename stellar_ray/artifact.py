@@ -71,6 +71,35 @@ class Preprocessing(BaseModel):
                                "to noiseless model flux in training (0: none)")
 
 
+class LabelCalibration(BaseModel):
+    """One label's uncertainties on the validation set: the coverage of the central 68 %
+    and 95 % intervals as the model gives them and after the error model σ' =
+    √((scale σ)² + floor²) (floor in the label's unit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coverage68: float
+    coverage95: float
+    scale: float = 1.0
+    floor: float = 0.0
+    recalibrated68: float | None = None
+    recalibrated95: float | None = None
+
+
+class UncertaintyCalibration(BaseModel):
+    """How often the model's intervals held the truth on its validation spectra, with the
+    inference settings they were measured at, and whether inference widens them (a
+    post-hoc recalibration, applied to ``<label>_err`` and the quantile columns)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spectra: int
+    samples: int = Field(description="cINN posterior draws per spectrum")
+    noise_redraws: int = Field(description="point regressors' noise re-draws")
+    applied: bool = Field(description="inference applies each label's scale and floor")
+    labels: dict[str, LabelCalibration]
+
+
 class ArtifactProvenance(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +133,9 @@ class ArtifactMetadata(BaseModel):
     takes: str
     gives: str
     metrics: dict[str, float] = Field(default_factory=dict)
+    calibration: UncertaintyCalibration | None = Field(default=None, description="the "
+                                                       "uncertainties' validation coverage "
+                                                       "and recalibration")
     provenance: ArtifactProvenance
 
 
@@ -121,7 +153,8 @@ def describe(*, model: str, model_args: dict[str, Any], normalisation: Normalisa
              grid: WavelengthGrid, units: dict[str, str | None], flux_unit: str,
              noise_alpha: float, metrics: dict[str, float], config: dict[str, Any],
              training_data: str | None = None,
-             resolution: list[Resolution] | None = None) -> ArtifactMetadata:
+             resolution: list[Resolution] | None = None,
+             calibration: UncertaintyCalibration | None = None) -> ArtifactMetadata:
     """The metadata of a model trained as described (``units``: label -> unit)."""
     c = card(model)
     norm = normalisation
@@ -135,6 +168,7 @@ def describe(*, model: str, model_args: dict[str, Any], normalisation: Normalisa
             noise_alpha=noise_alpha),
         takes=c.task.takes, gives=c.task.gives,
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        calibration=calibration,
         provenance=ArtifactProvenance(code_version=code_version(),
                                       python=sys.version.split()[0],
                                       platform=platform.platform(),

@@ -103,3 +103,70 @@ def calibrate(table: pa.Table, name: str, truth: np.ndarray,
     return Calibration(name=name,
                        coverage={lv: float(inside[lv][known].mean()) for lv in LEVELS},
                        by_snr=by_snr, levels=levels, counts=counts, p_uniform=p_uniform)
+
+
+#: Central interval whose coverage the recalibration sets exactly.
+RECALIBRATED_LEVEL = 0.68
+
+
+def _centre(table: pa.Table, name: str) -> np.ndarray:
+    """(N,) what intervals are scaled about: the posterior median when the catalog has it,
+    else the estimate."""
+    median = _quantiles(table, name, (0.5,))
+    return median[:, 0] if median is not None else \
+        table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def recalibrated(table: pa.Table, name: str, scale: float, floor: float) -> pa.Table:
+    """``table`` with label ``name``'s uncertainties widened to σ' = √((scale σ)² + floor²)
+    (σ: the ``<name>_err`` column, floor in the label's unit): the error column becomes σ'
+    and every quantile column moves away from the median by σ'/σ."""
+    err = table.column(f"{name}_err").to_numpy(zero_copy_only=False).astype(np.float64)
+    wider = np.hypot(scale * err, floor)
+    ratio = np.where(err > 0, wider / np.where(err > 0, err, 1.0), 1.0)
+    centre = _centre(table, name)
+    out = table.set_column(table.schema.get_field_index(f"{name}_err"), f"{name}_err",
+                           pa.array(wider.astype(np.float32)))
+    prefix = f"{name}_q"
+    for column in out.column_names:
+        if column.startswith(prefix) and column[len(prefix):].replace(".", "").isdigit():
+            q = out.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+            out = out.set_column(out.schema.get_field_index(column), column,
+                                 pa.array((centre + ratio * (q - centre)).astype(np.float32)))
+    return out
+
+
+def error_model(table: pa.Table, name: str, truth: np.ndarray) -> tuple[float, float]:
+    """(scale, floor) of σ' = √((scale σ)² + floor²) for label ``name`` against ``truth``
+    (N,) (NaN: unknown): the ratio of the two terms by Gaussian maximum likelihood of the
+    residuals about the centre (a noise term that grows with σ and an S/N-independent one,
+    e.g. a regressor's model error that noise re-draws miss), then both scaled together so
+    that the central 68 % intervals hold exactly 68 % of the truths."""
+    err = table.column(f"{name}_err").to_numpy(zero_copy_only=False).astype(np.float64)
+    resid = np.asarray(truth, dtype=np.float64) - _centre(table, name)
+    ok = np.isfinite(resid) & np.isfinite(err) & (err > 0)
+    if ok.sum() < 2:
+        raise ValueError(f"{name}: fewer than 2 spectra with a truth and an error")
+    r2, s2 = resid[ok] ** 2, err[ok] ** 2
+    spread = float(np.sqrt(r2.mean())) or float(np.sqrt(s2.mean()))
+
+    def nll(p: np.ndarray) -> float:
+        var = np.exp(2 * p[0]) * s2 + np.exp(2 * p[1])
+        return float(np.sum(np.log(var) + r2 / var))
+
+    from scipy.optimize import minimize
+
+    best = minimize(nll, x0=[0.0, np.log(0.1 * spread)], method="Nelder-Mead",
+                    options={"xatol": 1e-4, "fatol": 1e-6})
+    scale, floor = float(np.exp(best.x[0])), float(np.exp(best.x[1]))
+    widened = recalibrated(table.filter(pa.array(ok)), name, scale, floor)
+    lo_hi = _interval(widened, name, RECALIBRATED_LEVEL)
+    centre, t = _centre(widened, name), np.asarray(truth, dtype=np.float64)[ok]
+    # the factor each interval would need to reach its truth; the 68th percentile of them
+    # makes 68 % of the intervals hold theirs
+    half = np.where(t >= centre, lo_hi[:, 1] - centre, centre - lo_hi[:, 0])
+    gap = np.abs(t - centre)
+    needed = np.where(half > 0, gap / np.where(half > 0, half, 1.0),
+                      np.where(gap > 0, np.inf, 0.0))
+    factor = float(np.quantile(needed, RECALIBRATED_LEVEL))
+    return scale * factor, floor * factor

@@ -240,3 +240,30 @@ def test_spectra_unlike_the_training_set_are_flagged(surveys, ridge, tmp_path):
         scores = [r["ood_score"] for r in rows.values()]
         assert all(r["flags"] & CatalogFlag.OUT_OF_DISTRIBUTION for r in rows.values()), (
             name, scores, novelty.threshold, typical)
+
+
+def test_a_regressors_noise_errors_are_recalibrated_in_its_artifact(surveys, ridge, tmp_path):
+    """The ridge model's σ from noise re-draws misses its own model error: training measures
+    that on the validation spectra and stores an error model; inference on new stars applies
+    it, so the 68 % intervals hold about 68 % of the truths (3 binomial σ of the new stars
+    plus the ~60 validation stars' own scatter), where the raw errors
+    (``recalibrate: false``) hold clearly fewer."""
+    cal = load_artifact(ridge).metadata.calibration
+    assert cal is not None and cal.applied and cal.spectra >= 50
+    new = survey(tmp_path / "new", 300, seed=5)
+    run("infer", ridge, new, "--to", str(tmp_path / "cat"))
+    job = {"model": ridge, "data": new, "to": str(tmp_path / "raw"), "recalibrate": False}
+    (tmp_path / "raw.yaml").write_text(yaml.safe_dump(job))
+    run("infer", str(tmp_path / "raw.yaml"))
+    truth = {r["spectrum_id"]: r for r in read_catalog_rows(new, LABELS3)}
+    for label in LABELS3:
+        covered = {}
+        for name in ("cat", "raw"):
+            rows = _rows(str(tmp_path / name))
+            assert sorted(rows) == sorted(truth)
+            covered[name] = np.mean([abs(r[label] - truth[i][label]) <= r[f"{label}_err"]
+                                     for i, r in rows.items()])
+        assert cal.labels[label].coverage68 < 0.6, cal.labels[label]
+        scatter = np.sqrt(0.68 * 0.32 * (1 / 300 + 1 / cal.spectra))
+        assert abs(covered["cat"] - 0.68) < 3 * scatter, (label, covered)
+        assert covered["raw"] < covered["cat"] - 0.1, (label, covered)

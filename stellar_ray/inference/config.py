@@ -117,6 +117,9 @@ class InferConfig(CatalogJobConfig):
     noise_redraws: int = Field(default=16, ge=0, description="point regressors: the "
                                "uncertainty is the spread over this many noise re-draws "
                                "(paper 003 §3.7); 0: none")
+    recalibrate: bool = Field(default=True, description="widen the uncertainties by the "
+                              "artifact's error model where training found them "
+                              "miscalibrated (metadata.calibration)")
     fit: FitSettings = Field(default_factory=FitSettings)
     rv: RVSettings = Field(default_factory=RVSettings)
 

@@ -163,6 +163,21 @@ class PreprocessConfig(BaseModel):
     continuum: ContinuumConfig = Field(default_factory=ContinuumConfig)
 
 
+class CalibrationConfig(BaseModel):
+    """The uncertainties checked on the validation set once training is done (coverage of
+    the 68 % and 95 % intervals at the inference defaults) and, where they miss, widened by
+    a post-hoc error model stored in the artifact and applied at inference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recalibrate: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: when a label's coverage misses its level by "
+        "more than tolerance")
+    tolerance: float = Field(default=0.02, gt=0, lt=1, description="coverage points")
+    min_spectra: int = Field(default=50, gt=1, description="fewer validation spectra with "
+                             "truths than this: only measured, never recalibrated")
+
+
 class ScalingSettings(BaseModel):
     """Data-parallel workers: GPUs on a cluster, CPU workers here."""
 
@@ -185,6 +200,7 @@ class TrainConfig(BaseModel):
     data: DataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     output: str = Field(description="storage path of the run (checkpoints) and its artifact")
     name: str = "stellar-ray-train"

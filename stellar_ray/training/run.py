@@ -44,9 +44,11 @@ from .config import TrainConfig
 from .in_memory import FLUX_COLUMNS, shard_bytes
 from .loop import CHECKPOINT_FILE, train_loop_per_worker
 from .reports import ForwardReports, epoch_line, fit_reporting, report_queue
+from .uncertainty import calibration_text, check_uncertainties
 
-#: Validation spectra the input-novelty reference is fitted on (at most), and the fewest.
-NOVELTY_SPECTRA = 1024
+#: Validation spectra the input-novelty reference is fitted on and the uncertainties are
+#: checked on (at most), and the fewest the novelty reference needs.
+VALIDATION_CHECK_SPECTRA = 1024
 MIN_NOVELTY_SPECTRA = 16
 
 
@@ -59,6 +61,7 @@ class TrainResult:
     best_metrics: dict[str, Any]
     epochs: int
     history: list[dict[str, Any]]  # metrics of the kept checkpoints, by epoch
+    calibration: str = ""  # the uncertainties' validation coverage, as text
 
     def text(self, model: str) -> str:
         """The summary ``stellar-ray train`` prints."""
@@ -66,7 +69,8 @@ class TrainResult:
         return (f"trained {model} for {self.epochs} epochs; best validation loss "
                 f"{best.get('val_loss', float('nan')):.4g} at epoch "
                 f"{int(best.get('epoch', -1)) + 1}\nartifact: {self.artifact}\n"
-                f"checkpoints: {self.run_path}")
+                f"checkpoints: {self.run_path}"
+                + (f"\n{self.calibration}" if self.calibration else ""))
 
 
 def _check_data(cfg: TrainConfig, manifest: Manifest, url: str) -> dict[str, Any]:
@@ -332,9 +336,10 @@ def _fit_baseline(cfg: TrainConfig, on_epoch: Callable[[str], None] | None) -> T
     if on_epoch is not None:
         on_epoch(epoch_line(metrics, 1, task, cfg.data.labels))
     artifact_url = f"{data.storage.rstrip('/')}/{cfg.name}/artifact"
-    _write_artifact(artifact_url, data, model, metrics)
+    calibration = _write_artifact(artifact_url, data, model, metrics)
     return TrainResult(artifact=artifact_url, run_path=f"{data.storage}/{cfg.name}",
-                       best_metrics=metrics, epochs=1, history=[metrics])
+                       best_metrics=metrics, epochs=1, history=[metrics],
+                       calibration=calibration)
 
 
 def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
@@ -362,34 +367,42 @@ def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
     model = build(cfg.model, **cfg.model_args)
     model.load_state_dict(state["model"])
     artifact_url = f"{run.storage.rstrip('/')}/{cfg.name}/artifact"
-    _write_artifact(artifact_url, run, model, metrics)
+    calibration = _write_artifact(artifact_url, run, model, metrics)
     history = sorted((m for _, m in result.best_checkpoints or []), key=lambda m: m["epoch"])
     return TrainResult(artifact=artifact_url, run_path=f"{run.storage}/{cfg.name}",
                        best_metrics=metrics, epochs=int(result.metrics.get("epoch", -1)) + 1,
-                       history=history)
+                       history=history, calibration=calibration)
 
 
 def _write_artifact(url: str, run: PreparedData, model: torch.nn.Module,
-                    metrics: dict[str, Any]) -> None:
+                    metrics: dict[str, Any]) -> str:
     """The artifact of the best epoch: its metadata, with label units from the dataset's
-    manifest (else the shared defaults), and reference inputs from the validation set."""
+    manifest (else the shared defaults), reference inputs, and for models that estimate
+    labels the input-novelty reference and the uncertainties' calibration, from the
+    validation set. Returns the calibration's summary ('' if none)."""
     cfg, m = run.cfg, run.manifest
     units = {lab.name: lab.unit or default_unit(lab.name) for lab in m.labels}
+    task = card(cfg.model).task
+    emulates = "fit" in task.modes  # emulators' fits judge their inputs by χ² instead
+    val_batch = next(iter(run.validation.iter_batches(
+        batch_size=8 if emulates else VALIDATION_CHECK_SPECTRA, batch_format="numpy")))
+    wave = m.grid.wavelength()
+    first = {k: v[:8] for k, v in val_batch.items()}
+    reference = task.reference_inputs(run.norm, wave, first)
+    novelty, calibration = None, None
+    if not emulates:
+        novelty = _novelty(run.norm, wave, val_batch, cfg.seed)
+        calibration = check_uncertainties(cfg.calibration, task, model, run.norm, wave,
+                                          val_batch, cfg.seed)
     metadata = describe(model=cfg.model, model_args=cfg.model_args, normalisation=run.norm,
                         grid=m.grid, units=units, flux_unit=m.flux_unit,
                         noise_alpha=cfg.data.noise_alpha if m.model_flux else 0.0,
                         metrics=metrics, config=cfg.model_dump(mode="json"),
-                        training_data=cfg.data.source, resolution=m.resolution)
-    task = card(cfg.model).task
-    emulates = "fit" in task.modes  # emulators' fits judge their inputs by χ² instead
-    val_batch = next(iter(run.validation.iter_batches(
-        batch_size=8 if emulates else NOVELTY_SPECTRA, batch_format="numpy")))
-    first = {k: v[:8] for k, v in val_batch.items()}
-    reference = task.reference_inputs(run.norm, m.grid.wavelength(), first)
-    novelty = None if emulates else _novelty(run.norm, m.grid.wavelength(), val_batch,
-                                             cfg.seed)
+                        training_data=cfg.data.source, resolution=m.resolution,
+                        calibration=calibration)
     write_artifact(url, model=model, metadata=metadata, reference_inputs=reference,
                    novelty=novelty, storage_options=cfg.data.storage_options)
+    return "" if calibration is None else calibration_text(calibration, units)
 
 
 def _novelty(norm: Normalisation, wave: np.ndarray, batch: dict[str, np.ndarray], seed: int

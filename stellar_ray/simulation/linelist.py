@@ -3,7 +3,8 @@ hydrogen series, and the strongest lines beyond it.
 
 * 4200–9200 Å (air): every line of the Gaia-ESO list (:mod:`.atomic_data`), with its
   laboratory wavelength, excitation energy, log gf and damping constants.
-* Hydrogen: the Balmer and Paschen series (not in that list), from standard tables.
+* Hydrogen and helium: the Balmer and Paschen series and the He I lines of hot stars (not in
+  that list), from standard tables.
 * Outside 4200–9200 Å (the blue end of the LRS and the HRS blue arm, the LRS red end): the
   strong lines below (Ca II H & K, strong Fe I and Ca I), with rounded literature data, plus a
   seeded forest of weaker lines with realistic distributions of excitation energy and log gf
@@ -46,6 +47,15 @@ _HYDROGEN_AIR = [
     ("H", 1, 8665.02, 12.087, -1.220), ("H", 1, 8598.39, 12.087, -1.314),
     ("H", 1, 8545.38, 12.087, -1.401), ("H", 1, 8502.48, 12.087, -1.482),
     ("H", 1, 8467.25, 12.087, -1.558), ("H", 1, 8437.95, 12.087, -1.629),
+]
+# Helium (not in the Gaia-ESO list): the singlet and triplet lines of hot stars, NIST's
+# multiplet values rounded.
+_HELIUM_AIR = [
+    ("He", 1, 4026.19, 20.964, -0.37), ("He", 1, 4387.93, 21.218, -0.88),
+    ("He", 1, 4471.48, 20.964, 0.05), ("He", 1, 4713.15, 20.964, -1.23),
+    ("He", 1, 4921.93, 21.218, -0.44), ("He", 1, 5015.68, 20.616, -0.82),
+    ("He", 1, 5875.62, 20.964, 0.41), ("He", 1, 6678.15, 21.218, 0.33),
+    ("He", 1, 7065.19, 20.964, -0.46),
 ]
 # Strong lines outside the Gaia-ESO range.
 _STRONG_OUTSIDE_AIR = [
@@ -153,7 +163,8 @@ def build_linelist(lo: float = 3500.0, hi: float = 10000.0, seed: int = 20260101
                     measured=np.ones(raw.z.size, dtype=bool)).select(known)
     cover_lo, cover_hi = COVERAGE_AIR_A
     outside = [r for r in _STRONG_OUTSIDE_AIR if not cover_lo <= r[2] <= cover_hi]
-    lines = _concat([real, _table(_HYDROGEN_AIR), _table(outside), _forest(lo, hi, seed)])
+    lines = _concat([real, _table(_HYDROGEN_AIR), _table(_HELIUM_AIR), _table(outside),
+                     _forest(lo, hi, seed)])
     keep = (lines.wave >= lo) & (lines.wave <= hi)
     lines = lines.select(keep)
     return lines.select(np.argsort(lines.wave, kind="stable"))

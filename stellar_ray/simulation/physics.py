@@ -59,6 +59,8 @@ WING_ETA = 2e-3
 #: depth of about 1 %, an equivalent width of about 1 mÅ); lines below half of it in every
 #: reference atmosphere are left out of the list.
 MIN_ETA = 0.02
+#: Elements whose abundance does not follow [Fe/H].
+PRIMORDIAL = ("H", "He")
 #: Reference atmospheres the strength of each line is judged in: (Teff, log g, [Fe/H]).
 REFERENCE_ATMOSPHERES = [(t, g, 0.5) for t in (3000.0, 3500.0, 4000.0, 4750.0, 5750.0, 7000.0,
                                               9000.0, 12000.0, 16000.0, 20000.0)
@@ -288,7 +290,7 @@ class LineFormation(torch.nn.Module):
             "el_chi_ion": torch.as_tensor(chi_ion, dtype=f64),
             "el_log_eps": torch.as_tensor([SOLAR_A[s] - 12.0 for s in symbols], dtype=f64),
             "el_label": torch.as_tensor(label, dtype=torch.long),
-            "el_is_h": torch.as_tensor([s == "H" for s in symbols]),
+            "el_primordial": torch.as_tensor([s in PRIMORDIAL for s in symbols]),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value, persistent=False)
@@ -317,10 +319,9 @@ class LineFormation(torch.nn.Module):
     def _log_eps(self, labels: torch.Tensor) -> torch.Tensor:
         """log10(N_X / N_H) per star and element: (B, E)."""
         feh = labels[:, INDEX["fe_h"]][:, None]
-        eps = self.el_log_eps.to(labels.dtype)[None, :] + feh
         extra = labels[:, self.el_label.clamp(min=0)] * (self.el_label >= 0)
-        eps = eps + extra
-        return torch.where(self.el_is_h[None, :], torch.zeros_like(eps), eps)
+        scaled = torch.where(self.el_primordial[None, :], torch.zeros_like(extra), feh + extra)
+        return self.el_log_eps.to(labels.dtype)[None, :] + scaled
 
     def _partition(self, temp: torch.Tensor) -> torch.Tensor:
         """U of stages I–III per star and element at ``temp`` (B,): (B, E, 3)."""

@@ -8,7 +8,7 @@ Ray tasks on a local cluster of all cores, end to end including shard writing: s
 per core and its ratio to (a). Prints the time one million LRS spectra take here, and (a)
 against the generator before real lines (issue 16): with ~700 seeded random lines it made
 18.2 LRS and 44.5 HRS spectra/s on one core of this 2-core machine; with the Gaia-ESO list
-(~42,000 lines kept over the LRS range) 7.2 and 20.7.
+(~42,000 lines kept over the LRS range) 7.7 and 25.1.
 """
 
 from __future__ import annotations

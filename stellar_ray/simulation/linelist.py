@@ -81,8 +81,7 @@ FOREST_BLOCK_A = 50.0
 class LineList:
     """Lines as arrays of shape (N,): vacuum wavelength (Å), atomic number, ion stage (1 or
     2), lower-level energy (eV), log gf, radiative damping (s⁻¹, 0: classical), van der
-    Waals parameter (see :class:`~.atomic_data.RawLines`), and whether the line comes from
-    the real list (False: table or seeded forest)."""
+    Waals parameter (see :class:`~.atomic_data.RawLines`)."""
 
     wave: np.ndarray
     z: np.ndarray
@@ -91,7 +90,6 @@ class LineList:
     loggf: np.ndarray
     gamma_rad: np.ndarray
     fdamp: np.ndarray
-    measured: np.ndarray
 
     def __len__(self) -> int:
         return int(self.wave.size)
@@ -125,7 +123,7 @@ def _table(rows: list[tuple[str, int, float, float, float]], air: bool = True) -
                     ion=np.array([r[1] for r in rows], dtype=np.int64),
                     chi=np.array([r[3] for r in rows], dtype=np.float64),
                     loggf=np.array([r[4] for r in rows], dtype=np.float64), gamma_rad=np.zeros(n),
-                    fdamp=np.full(n, UNSOLD_FACTOR), measured=np.zeros(n, dtype=bool))
+                    fdamp=np.full(n, UNSOLD_FACTOR))
 
 
 def _forest(lo: float, hi: float, seed: int) -> LineList:
@@ -159,8 +157,7 @@ def build_linelist(lo: float = 3500.0, hi: float = 10000.0, seed: int = 20260101
     raw, _ = load_atomic_data()
     known = np.array([SYMBOLS[z - 1] in SOLAR_A for z in raw.z])
     real = LineList(wave=air_to_vacuum(raw.wave_air), z=raw.z, ion=raw.ion, chi=raw.chi,
-                    loggf=raw.loggf, gamma_rad=raw.gamma_rad, fdamp=raw.fdamp,
-                    measured=np.ones(raw.z.size, dtype=bool)).select(known)
+                    loggf=raw.loggf, gamma_rad=raw.gamma_rad, fdamp=raw.fdamp).select(known)
     cover_lo, cover_hi = COVERAGE_AIR_A
     outside = [r for r in _STRONG_OUTSIDE_AIR if not cover_lo <= r[2] <= cover_hi]
     lines = _concat([real, _table(_HYDROGEN_AIR), _table(_HELIUM_AIR), _table(outside),

@@ -16,6 +16,7 @@ inputs and compares (a copy proves it predicts the same anywhere).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import platform
 import sys
@@ -97,6 +98,8 @@ class UncertaintyCalibration(BaseModel):
     samples: int = Field(description="cINN posterior draws per spectrum")
     noise_redraws: int = Field(description="point regressors' noise re-draws")
     applied: bool = Field(description="inference applies each label's scale and floor")
+    mode: str | None = Field(default=None, description="the inference mode the coverage "
+                             "was measured in (None: the model's only one, predict)")
     labels: dict[str, LabelCalibration]
 
 
@@ -212,7 +215,7 @@ class Artifact:
             raise ModelError(f"a {self.task.family} does not emulate spectra", where=self.url)
         wave = np.array(self.grid.wavelength() if wavelength is None else wavelength,
                         dtype=np.float32)
-        device = next(self.model.parameters()).device
+        device = next(itertools.chain(self.model.parameters(), self.model.buffers())).device
         with torch.no_grad():
             z = self.normalisation.z(np.atleast_2d(labels)).to(device)
             flux = self.task.emulate(self.model, self.normalisation, z,

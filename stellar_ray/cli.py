@@ -581,6 +581,105 @@ def catalog_to_fits_command(
     console.print(f"wrote {rows} rows to {to}")
 
 
+hml_app = typer.Typer(no_args_is_help=True, help="The hybrid method of paper 001 (blase3D): "
+                      "clone a grid into Voigt lines, build the generator.")
+app.add_typer(hml_app, name="hml")
+
+
+def _with_options(config: Path | None, options: dict) -> dict:
+    """A YAML configuration (or none) with the given command-line options over it."""
+    base = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    base.update({k: v for k, v in options.items() if v is not None})
+    return base
+
+
+@hml_app.command("clone")
+def hml_clone_command(
+    grid: Annotated[str, typer.Argument(help="URL of a grid dataset (noiseless spectra "
+                                        "with their labels)")],
+    to: Annotated[str, typer.Option("--to", help="URL of the clone set")],
+    config: Annotated[Path | None, typer.Option(help="clone YAML (prominence, "
+                                                "continuum_degree, epochs, lr, ...)")] = None,
+    prominence: Annotated[float | None, typer.Option(
+        help="shallowest line kept, normalised flux")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Adam steps per batch")] = None,
+    wing_pixels: Annotated[int | None, typer.Option(help="pixels each side of a line")
+                           ] = None,
+    max_lines: Annotated[int | None, typer.Option(help="most lines per spectrum")] = None,
+    cpus_per_task: Annotated[float, typer.Option(help="CPUs per shard task")] = 1.0,
+    gpus_per_task: Annotated[float, typer.Option(help="GPUs per shard task")] = 0.0,
+    overwrite: Annotated[bool, typer.Option(help="replace what is at --to")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Clone every grid spectrum into pseudo-Voigt lines (one Ray task per shard;
+    rerun to resume)."""
+    import numpy as np
+
+    from .config_files import load_config
+    from .hml.clone import CloneConfig
+    from .hml.clone_job import clone_grid, read_clones
+
+    with _reported():
+        cfg = load_config(CloneConfig, _with_options(config, {
+            "prominence": prominence, "epochs": epochs, "wing_pixels": wing_pixels,
+            "max_lines": max_lines}))
+        so = _storage(storage_options)
+        clone_grid(grid, to, cfg, overwrite=overwrite, storage_options=so, address=address,
+                   cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+        _, spectra, lines = read_clones(to, so)
+    rms = spectra.column("rms").to_numpy()
+    console.print(f"cloned {spectra.num_rows} spectra into {lines.num_rows} lines "
+                  f"({lines.num_rows / max(spectra.num_rows, 1):.0f} per spectrum, median "
+                  f"RMS residual {np.median(rms):.4f}) at {to}")
+
+
+@hml_app.command("build")
+def hml_build_command(
+    clones: Annotated[str, typer.Argument(help="URL of a clone set (stellar-ray hml clone)")],
+    to: Annotated[str, typer.Option("--to", help="URL of the generator artifact")],
+    config: Annotated[Path | None, typer.Option(help="build YAML (labels, interpolation, "
+                                                "match_pixels, ...)")] = None,
+    labels: Annotated[str | None, typer.Option(
+        help="comma-separated labels to interpolate over (default: those that vary)")
+    ] = None,
+    interpolation: Annotated[str | None, typer.Option(
+        help="linear (rectilinear grids), rbf (any grid) or auto")] = None,
+    match_pixels: Annotated[int | None, typer.Option(
+        help="detections within this many pixels are one line")] = None,
+    validate: Annotated[str | None, typer.Option(
+        help="URL of spectra of known labels to check (and recalibrate) the "
+        "uncertainties on")] = None,
+    validate_mode: Annotated[str | None, typer.Option(
+        help="the inference mode to validate: gp or fit")] = None,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Identify each line across the grid and interpolate its parameters over the labels
+    into a generator artifact (for stellar-ray infer, mode gp or fit)."""
+    from .config_files import load_config
+    from .hml.build import BuildConfig, build_generator
+
+    with _reported():
+        base = _with_options(config, {
+            "labels": [x.strip() for x in labels.split(",")] if labels else None,
+            "interpolation": interpolation, "match_pixels": match_pixels})
+        if validate or validate_mode:
+            base["validation"] = _with_options(None, {
+                **(base.get("validation") or {}), "data": validate, "mode": validate_mode})
+        cfg = load_config(BuildConfig, base)
+        figures = build_generator(clones, to, cfg, storage_options=_storage(storage_options),
+                                  address=address)
+    console.print(f"built an HML generator of {figures['lines']:.0f} lines over "
+                  f"{figures['nodes']:.0f} grid spectra at {to}")
+    if cfg.validation is not None:
+        from .artifact import load_artifact
+        from .training.uncertainty import calibration_text
+
+        artifact = load_artifact(to, _storage(storage_options))
+        console.print(calibration_text(artifact.metadata.calibration, artifact.units))
+
+
 @app.command("submit")
 def submit_command(
     job: Annotated[str, typer.Argument(help="simulate, train, tune or infer")],

@@ -250,7 +250,8 @@ def test_observed_grid_trains_a_regressor_that_recovers_held_back_labels(grids, 
         assert err < ratio * guess, (name, err, guess)
 
 
-@pytest.mark.parametrize("model", names())
+# the HML generator is built from a grid, not trained: tests/test_hml.py runs its path
+@pytest.mark.parametrize("model", [n for n in names() if card(n).family != "hml"])
 def test_every_family_trains_on_the_grid_and_runs_through_infer(grids, tmp_path, model):
     c = card(model)
     emulator = c.family == "emulator"

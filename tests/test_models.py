@@ -17,7 +17,7 @@ NEURAL = [n for n in names() if card(n).family in ("emulator", "regressor")]
 def test_registry_lists_every_model():
     assert names() == ["payne", "bigpayne", "transformer_payne", "smnet", "specvit",
                        "overlap_vit", "convstem_lstm", "bilstm", "resnet18_1d", "deep_cnn",
-                       "ridge", "gbdt", "cinn"]
+                       "ridge", "gbdt", "cinn", "hml"]
     with pytest.raises(ValueError, match="unknown model 'gpt'"):
         build("gpt")
     with pytest.raises(ValueError, match="model 'specvit'.*colour"):

@@ -11,9 +11,11 @@ import os
 import warnings
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ..artifact import Artifact, load_artifact
+from ..calibration import recalibrated
 from ..errors import ConfigError
 from ..quantities import C_KMS, doppler_factor
 from ..runtime import pick_device
@@ -54,6 +56,8 @@ class BatchActor:
         ``estimates`` (B, K) are judged against the domain [low, high]."""
         bad_fraction = bad.mean(axis=1)
         snr = snr_of({**batch, "flux": flux, "sigma": sigma}, wave)
+        noiseless = np.all(np.where(bad, 0.0, sigma) == 0, axis=1) & ~bad.all(axis=1)
+        snr = np.where(noiseless & ~np.isfinite(snr), np.inf, snr)  # model spectra
         quality = self.config.quality
         flags = quality_flags(estimates, low=low, high=high, snr=snr,
                               bad_fraction=bad_fraction, min_snr=quality.min_snr,
@@ -106,7 +110,10 @@ def rv_templates(config: InferConfig, artifact: Artifact) -> Templates:
 class CatalogActor(BatchActor):
     """Base of the inference pool's callable classes: batch (numpy columns on the dataset's
     grid) -> catalog columns. The spectra are first measured for RV (if asked) and brought
-    to the model's frame; subclasses give the estimates."""
+    to the model's frame; subclasses give the estimates (``mode``: the inference mode they
+    serve), which are widened by the artifact's error model where its validation asks."""
+
+    mode = "predict"
 
     def __init__(self, config_json: str) -> None:
         super().__init__(InferConfig.model_validate_json(config_json))
@@ -118,6 +125,7 @@ class CatalogActor(BatchActor):
         self.norm = self.artifact.normalisation
         self.wave = self.artifact.grid.wavelength()
         manifest = load_manifest(config.data, config.storage_options)
+        self.noiseless = manifest.uncertainties == "none"
         self.frame = model_frame(config, self.artifact, manifest)
         self.meter = None
         if config.rv.measure:
@@ -144,7 +152,8 @@ class CatalogActor(BatchActor):
         rv = None
         flags = np.zeros(len(flux), dtype=np.int32)
         if self.meter is not None:
-            measured = self.meter.measure(flux, sigma, ~unusable(flux, sigma, mask))
+            measured = self.meter.measure(flux, sigma,
+                                          ~unusable(flux, sigma, mask, self.noiseless))
             rv = np.where(measured.reliable, measured.rv, np.nan)
             columns = {"rv": measured.rv, "rv_err": measured.rv_err,
                        "rv_ccf": measured.ccf.astype(np.float32)}
@@ -155,7 +164,22 @@ class CatalogActor(BatchActor):
             if not self.frame.identity:
                 flags |= CatalogFlag.RESAMPLED
         columns["_flags"] = flags
-        return flux, sigma, unusable(flux, sigma, mask), columns
+        return flux, sigma, unusable(flux, sigma, mask, self.noiseless), columns
+
+    def recalibrated(self, mode: str, labels: np.ndarray, extra: dict[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+        """``extra`` with the uncertainties widened by the artifact's error model, where
+        its validation found them miscalibrated in this inference ``mode``."""
+        cal = self.artifact.metadata.calibration
+        if not (self.config.recalibrate and cal is not None and cal.applied
+                and cal.mode in (None, mode)):
+            return extra
+        table = pa.table({**{n: labels[:, k] for k, n in enumerate(self.norm.labels)},
+                          **{k: v for k, v in extra.items() if k != "_flags"}})
+        for name, c in cal.labels.items():
+            table = recalibrated(table, name, c.scale, c.floor)
+        return {k: (table.column(k).to_numpy() if k in table.column_names else v)
+                for k, v in extra.items()}
 
     def novelty_of(self, x: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(ood_score (B,) float32, flags (B,) int32) of model inputs x, σ (B, L) against
@@ -177,6 +201,7 @@ class CatalogActor(BatchActor):
             x, s = self.norm.model_input(self.wave, x, s)  # as in training
             with torch.no_grad():
                 labels, extra = self.estimate(x, s, torch.as_tensor(~bad, device=self.device))
+                extra = self.recalibrated(self.mode, labels, extra)
                 if self.artifact.novelty is not None:
                     score, flags = self.novelty_of(x, s)
                     extra = {**extra, "ood_score": score,

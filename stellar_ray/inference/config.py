@@ -54,6 +54,26 @@ class FitSettings(BaseModel):
                                          "arm; none: the emulator's continuum as it is)")
 
 
+class GPSettings(BaseModel):
+    """Gaussian-process minimisation of the RMS residual (paper 001 §4, HML generators):
+    ``n_random`` random label tuples seed the surrogate, ``n_guided`` more follow it.
+    The paper's counts are the defaults; the acquisition settings trade a little of the
+    optimum for a tenth of gp_minimize's default cost (see the README)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_random: int = Field(default=100, gt=1, description="random evaluations (one shared "
+                          "seeded design per actor)")
+    n_guided: int = Field(default=20, gt=0, description="evaluations chosen by the GP")
+    acq_func: Literal["EI", "PI", "LCB", "gp_hedge"] = "EI"
+    acq_optimizer: Literal["sampling", "lbfgs"] = "sampling"
+    n_points: int = Field(default=1000, gt=0, description="acquisition samples per step")
+    gp_restarts: int = Field(default=0, ge=0, description="restarts of the GP's kernel "
+                             "fit per step")
+    polish_steps: int = Field(default=0, ge=0, description="Levenberg–Marquardt steps "
+                              "from the GP's minimum (0: the paper's estimate as it is)")
+
+
 class QualitySettings(BaseModel):
     """Thresholds of the per-spectrum quality flags."""
 
@@ -109,9 +129,10 @@ class InferConfig(CatalogJobConfig):
     """``stellar-ray infer``: which model over which spectra into which catalog."""
 
     model: str = Field(description="URL of a model artifact (``stellar-ray train`` output)")
-    mode: Literal["auto", "predict", "fit"] = Field(
+    mode: Literal["auto", "predict", "fit", "gp"] = Field(
         default="auto", description="predict: regressors and the cINN; fit: emulators, "
-        "fitted to each spectrum; auto: by the model's family")
+        "fitted to each spectrum; gp: HML generators, Gaussian-process minimisation; "
+        "auto: by the model's family")
     samples: int = Field(default=256, gt=1, description="cINN posterior draws per spectrum")
     quantiles: list[float] = Field(default=[0.16, 0.5, 0.84])
     noise_redraws: int = Field(default=16, ge=0, description="point regressors: the "
@@ -121,6 +142,7 @@ class InferConfig(CatalogJobConfig):
                               "artifact's error model where training found them "
                               "miscalibrated (metadata.calibration)")
     fit: FitSettings = Field(default_factory=FitSettings)
+    gp: GPSettings = Field(default_factory=GPSettings)
     rv: RVSettings = Field(default_factory=RVSettings)
 
     @model_validator(mode="after")

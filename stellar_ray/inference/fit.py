@@ -33,6 +33,8 @@ FD_STEP = 1e-3
 class EmulatorFitter(CatalogActor):
     """Emulators in the actor pool: each spectrum fitted, not predicted."""
 
+    mode = "fit"
+
     def __init__(self, config_json: str) -> None:
         super().__init__(config_json)
         if "fit" not in self.task.modes:
@@ -57,6 +59,12 @@ class EmulatorFitter(CatalogActor):
                                                    dtype=torch.float32, device=self.device)
         self.n_continuum = 0 if self.continuum_basis is None else basis.shape[1]
 
+    def inside(self, z: torch.Tensor) -> torch.Tensor:
+        """z-scored labels (N, K) clamped to where fits may go: the training domain, and
+        for models that extrapolate a tenth of its width beyond (they do so badly)."""
+        margin = 0.1 * (self.z_high - self.z_low) if self.task.extrapolates else 0.0
+        return torch.clamp(z, self.z_low - margin, self.z_high + margin)
+
     # -- the forward model ------------------------------------------------------------
     def emulate(self, z: torch.Tensor) -> torch.Tensor:
         """Rest-frame model flux (N, L) for z-scored labels (N, K)."""
@@ -75,7 +83,12 @@ class EmulatorFitter(CatalogActor):
                ) -> torch.Tensor:
         """The model (N, L) for ``params``, times the continuum per arm that best fits
         ``flux`` with weights ``weight`` (N, L) when the fit has one."""
-        model = self.observe(params)
+        return self.profiled(self.observe(params), flux, weight)
+
+    def profiled(self, model: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor
+                 ) -> torch.Tensor:
+        """``model`` (N, L) times the continuum per arm that best fits ``flux`` with
+        weights ``weight`` (N, L), when the fit has one."""
         if self.continuum_basis is None:
             return model
         m = self.n_continuum
@@ -113,16 +126,14 @@ class EmulatorFitter(CatalogActor):
         params = self.starts(n).reshape(cfg.restarts * n, -1).requires_grad_(True)
         f, w = flux.repeat(cfg.restarts, 1), weight.repeat(cfg.restarts, 1)
         opt = torch.optim.Adam([params], lr=cfg.lr)
-        margin = 0.1 * (self.z_high - self.z_low)
         with torch.enable_grad():
             for _ in range(cfg.steps):
                 chi2 = self.residuals(params, f, w).pow(2).sum(dim=1)
                 opt.zero_grad()
                 chi2.sum().backward()
                 opt.step()
-                with torch.no_grad():  # emulators extrapolate badly: stay near the domain
-                    params[:, :k] = torch.clamp(params[:, :k], self.z_low - margin,
-                                                self.z_high + margin)
+                with torch.no_grad():
+                    params[:, :k] = self.inside(params[:, :k])
         with torch.no_grad():
             chi2 = self.residuals(params, f, w).pow(2).sum(dim=1).reshape(cfg.restarts, n)
             best = chi2.argmin(dim=0)
@@ -130,26 +141,33 @@ class EmulatorFitter(CatalogActor):
 
     def jacobian(self, params: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residuals (B, L) and their forward-difference Jacobian (B, L, P)."""
+        """Residuals (B, L) and their finite-difference Jacobian (B, L, P)."""
         r0 = self.residuals(params, flux, weight)
+        k = len(self.norm.labels)
         cols = []
         for j in range(params.shape[1]):
             step = torch.zeros_like(params)
             step[:, j] = FD_STEP
-            cols.append((self.residuals(params + step, flux, weight) - r0) / FD_STEP)
+            if j < k:  # a backward difference where a forward step would leave the domain
+                outside = self.inside(params[:, :k] + step[:, :k])[:, j] != \
+                    params[:, j] + FD_STEP
+                step[:, j] = torch.where(outside, -FD_STEP, FD_STEP)
+            cols.append((self.residuals(params + step, flux, weight) - r0) / step[:, j:j + 1])
         return r0, torch.stack(cols, dim=-1)
 
-    def polish(self, params: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Levenberg–Marquardt from ``params``; returns (params, covariance (B, P, P))."""
+    def polish(self, params: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor,
+               steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``steps`` Levenberg–Marquardt steps from ``params``; returns (params, covariance
+        (B, P, P) from the Jacobian at the end)."""
         damping = torch.full((len(params),), 1e-2, device=self.device)
         eye = torch.eye(params.shape[1], device=self.device)
-        for _ in range(self.config.fit.polish_steps):
+        for _ in range(steps):
             r0, jac = self.jacobian(params, flux, weight)
             jtj = jac.transpose(1, 2) @ jac
             grad = (jac.transpose(1, 2) @ r0.unsqueeze(-1)).squeeze(-1)
             lhs = jtj + damping[:, None, None] * (jtj * eye + 1e-6 * eye)
             trial = params + torch.linalg.solve(lhs, -grad)
+            trial[:, :len(self.norm.labels)] = self.inside(trial[:, :len(self.norm.labels)])
             better = self.residuals(trial, flux, weight).pow(2).sum(1) < r0.pow(2).sum(1)
             params = torch.where(better[:, None], trial, params)
             damping = torch.where(better, damping / 3, damping * 5)
@@ -157,16 +175,24 @@ class EmulatorFitter(CatalogActor):
         jtj = jac.transpose(1, 2) @ jac
         return params, torch.linalg.pinv(jtj)
 
+    def search(self, flux: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The best parameters (B, P) found for spectra ``flux`` with pixel weights
+        ``weight`` (B, L), and the Levenberg–Marquardt steps to take from them."""
+        return self.adam(flux, weight), self.config.fit.polish_steps
+
     def estimate(self, flux: torch.Tensor, sigma: torch.Tensor, usable: torch.Tensor
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         k = len(self.norm.labels)
-        weight = torch.where(usable, 1.0 / sigma.clamp_min(1e-30) ** 2, torch.zeros_like(flux))
-        params = self.adam(flux, weight)
-        params, cov = self.polish(params, flux, weight)
+        weight, noiseless = pixel_weights(sigma, usable)
+        params, steps = self.search(flux, weight)
+        params, cov = self.polish(params, flux, weight, steps)
         model = self.fitted(params, flux, weight)
         resid = torch.where(usable, flux - model, torch.zeros_like(flux))
         chi2 = (weight * resid**2).sum(1)
         n_used = usable.sum(1)
+        dof = (n_used - self.n_params - self.n_continuum).clamp_min(1)
+        # without noise figures the weights are 1: the scatter about the fit sets the errors
+        cov = torch.where(noiseless[:, None, None], cov * (chi2 / dof)[:, None, None], cov)
         err = cov.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().cpu().double().numpy()
         labels = self.norm.unz(params[:, :k].cpu())
         label_err = self.norm.unz_err(params[:, :k].cpu(), err[:, :k])
@@ -178,8 +204,7 @@ class EmulatorFitter(CatalogActor):
         abs_resid = torch.where(usable, resid.abs(), torch.full_like(resid, float("nan")))
         extra.update({
             "chi2": chi2.cpu().numpy(),
-            "chi2_reduced": (chi2 / (n_used - self.n_params - self.n_continuum).clamp_min(1)
-                             ).cpu().numpy(),
+            "chi2_reduced": (chi2 / dof).cpu().numpy(),
             "residual_rms": (resid.pow(2).sum(1) / n_used.clamp_min(1)).sqrt().cpu().numpy(),
             "residual_median_abs": torch.nanmedian(abs_resid, dim=1).values.cpu().numpy(),
             "pixels_used": n_used.cpu().numpy().astype(np.int32),
@@ -190,6 +215,16 @@ class EmulatorFitter(CatalogActor):
             CatalogFlag.POOR_FIT
         extra["_flags"] = flags
         return labels, extra
+
+
+def pixel_weights(sigma: torch.Tensor, usable: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights 1/σ² (B, L) of the usable pixels, and which spectra (B,) come without noise
+    figures (σ = 0 everywhere, noiseless grids): their usable pixels weigh 1."""
+    noiseless = ~((sigma > 0) & usable).any(1)
+    weight = torch.where(usable, 1.0 / sigma.clamp_min(1e-18) ** 2, torch.zeros_like(sigma))
+    weight = torch.where(noiseless[:, None], usable.to(sigma.dtype), weight)
+    return weight, noiseless
 
 
 def _gaussian_blur(flux: torch.Tensor, sigma_pix: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """``stellar-ray infer``: a model artifact over a spectrum dataset into a catalog.
 
 A Ray Data streaming pipeline: read shards (tagged with their shard) → the model in an
-autoscaling actor pool (:class:`~.predict.Predictor` or :class:`~.fit.EmulatorFitter`) →
-the driver, which gathers each input shard's rows and commits them as one catalog part
-(atomically, with a commit record) the moment the shard is complete. Rows are keyed by
+autoscaling actor pool (:class:`~.predict.Predictor`, :class:`~.fit.EmulatorFitter` or
+:class:`~.gp.GPMinimizer`) → the driver, which gathers each input shard's rows and commits
+them as one catalog part (atomically, with a commit record) the moment the shard is
+complete. Rows are keyed by
 spectrum_id, so a batch that Ray runs twice after an actor died cannot add a row twice. A
 rerun of the same command skips committed shards; a shard that cannot be read is reported
 and left uncommitted (the next run tries it again); the rest of the catalog is written.
@@ -39,6 +40,7 @@ from ..version import code_version
 from .actor import model_frame, rv_templates
 from .config import CatalogJobConfig, InferConfig
 from .fit import EmulatorFitter
+from .gp import GPMinimizer
 from .predict import Predictor
 from .quality import CatalogFlag
 
@@ -142,7 +144,7 @@ def _why_unreadable(cfg: CatalogJobConfig, manifest: Manifest, shard: str) -> st
 
 
 #: The actor class of each inference mode.
-ACTORS = {"predict": Predictor, "fit": EmulatorFitter}
+ACTORS = {"predict": Predictor, "fit": EmulatorFitter, "gp": GPMinimizer}
 
 
 def _mode(cfg: InferConfig, artifact: Artifact) -> str:

@@ -27,10 +27,13 @@ class CatalogFlag(enum.IntFlag):
     # threshold — the input is unlike every validation spectrum of the training set
 
 
-def unusable(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(B, L) True where a pixel carries no usable flux."""
+def unusable(flux: np.ndarray, sigma: np.ndarray, mask: np.ndarray,
+             noiseless: bool = False) -> np.ndarray:
+    """(B, L) True where a pixel carries no usable flux; in ``noiseless`` data (a model
+    grid, σ = 0 by design) a zero σ is no fault."""
+    bad_sigma = sigma < 0 if noiseless else sigma <= 0
     return ((mask & int(UNUSABLE)) != 0) | ~np.isfinite(flux) | ~np.isfinite(sigma) | \
-        (sigma <= 0)
+        bad_sigma
 
 
 def snr_of(batch: dict[str, np.ndarray], wave_a: np.ndarray) -> np.ndarray:

@@ -15,12 +15,13 @@ from typing import Any, Literal
 from torch import nn
 
 from ..errors import ModelError
+from ..hml.generator import HMLGenerator
 from .cinn import build_cinn
 from .classical import GBDTBaseline, RidgeBaseline
 from .emulators import big_payne, the_payne
 from .recurrent_cnn import BiLSTMRegressor, DeepCNN, ResNet1D
 from .smnet import SMNet
-from .tasks import ClassicalTask, EmulatorTask, Family, PosteriorTask, RegressorTask, Task
+from .tasks import ClassicalTask, EmulatorTask, Family, HMLTask, PosteriorTask, RegressorTask, Task
 from .transformer_payne import TransformerPayne
 from .vit import ConvStemLSTM, SpecViT, overlap_vit
 
@@ -106,6 +107,9 @@ _CARDS = [
                                     "heads": 4, "layers": 1},
                "transforms": 2, "hidden": (32, 32)},
               "zuko neural spline flow conditioned on a ConvStem+LSTM summary"),
+    ModelCard("hml", HMLTask(), HMLGenerator, "001 blase3D", "§2–4", None, 0,
+              {"n_labels": 3, "n_lines": 4, "arm_npix": (64,)},
+              "built from a grid with stellar-ray hml clone and hml build, not trained"),
 ]
 CARDS: dict[str, ModelCard] = {c.name: c for c in _CARDS}
 

@@ -227,6 +227,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _known_model(self) -> TrainConfig:
         model = card(self.model)  # raises with the list of names
+        if model.family == "hml":
+            raise ValueError("model 'hml' is built from a grid, not trained: run stellar-ray "
+                             "hml clone GRID --to CLONES, then stellar-ray hml build CLONES "
+                             "--to ARTIFACT")
         if self.preprocess.normalise == "continuum" and model.task.flux_normalise == "none":
             raise ValueError(f"preprocess.normalise: continuum is for models that take "
                              f"spectra; a {model.family} ('{self.model}') gives them (fit "

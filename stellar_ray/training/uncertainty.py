@@ -80,10 +80,21 @@ def check_uncertainties(cfg: CalibrationConfig, task: Task, model: torch.nn.Modu
     names = list(norm.labels)
     if not all(np.isfinite(table.column(f"{n}_err").to_numpy()).any() for n in names):
         return None
+    apply, labels = label_calibration(table, names, truth, cfg.recalibrate, cfg.tolerance)
+    return UncertaintyCalibration(spectra=len(table), samples=samples, noise_redraws=redraws,
+                                  applied=apply, labels=labels)
+
+
+def label_calibration(table: pa.Table, names: Sequence[str], truth: np.ndarray,
+                      recalibrate: str, tolerance: float
+                      ) -> tuple[bool, dict[str, LabelCalibration]]:
+    """Each label's coverage in ``table`` (estimates and ``<label>_err``) against ``truth``
+    (N, K), and whether the error model is applied (``recalibrate`` always, or auto when a
+    coverage misses its level by more than ``tolerance``), with it where it is."""
     measured = {n: _coverage(table, n, truth[:, k]) for k, n in enumerate(names)}
-    missed = any(abs(got - level) > cfg.tolerance
+    missed = any(abs(got - level) > tolerance
                  for pair in measured.values() for got, level in zip(pair, LEVELS))
-    apply = cfg.recalibrate == "always" or (cfg.recalibrate == "auto" and missed)
+    apply = recalibrate == "always" or (recalibrate == "auto" and missed)
     labels = {}
     for k, name in enumerate(names):
         entry = LabelCalibration(coverage68=measured[name][0], coverage95=measured[name][1])
@@ -94,8 +105,7 @@ def check_uncertainties(cfg: CalibrationConfig, task: Task, model: torch.nn.Modu
                                              "recalibrated68": after[0],
                                              "recalibrated95": after[1]})
         labels[name] = entry
-    return UncertaintyCalibration(spectra=len(table), samples=samples, noise_redraws=redraws,
-                                  applied=apply, labels=labels)
+    return apply, labels
 
 
 def calibration_text(cal: UncertaintyCalibration, units: dict[str, str | None]) -> str:

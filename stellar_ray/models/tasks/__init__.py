@@ -2,8 +2,9 @@
 
 from .base import Family, InferenceMode, Task
 from .emulator import EmulatorTask
+from .hml import HMLTask
 from .posterior import PosteriorTask
 from .regressor import ClassicalTask, RegressorTask
 
-__all__ = ["ClassicalTask", "EmulatorTask", "Family", "InferenceMode", "PosteriorTask",
+__all__ = ["ClassicalTask", "EmulatorTask", "Family", "HMLTask", "InferenceMode", "PosteriorTask",
            "RegressorTask", "Task"]

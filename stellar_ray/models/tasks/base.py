@@ -19,8 +19,8 @@ import torch
 
 from ..normalisation import Normalisation, Transform
 
-Family = Literal["emulator", "regressor", "posterior", "classical"]
-InferenceMode = Literal["predict", "fit"]
+Family = Literal["emulator", "regressor", "posterior", "classical", "hml"]
+InferenceMode = Literal["predict", "fit", "gp"]
 Inputs = tuple[torch.Tensor, ...]
 
 
@@ -43,6 +43,9 @@ class Task:
     #: the top-level modules that fine-tuning with a frozen encoder trains (None: the
     #: family has no encoder to freeze)
     head: ClassVar[tuple[str, ...] | None] = None
+    #: fit mode may step a little beyond the training domain (False: the model is flat
+    #: there, e.g. an interpolator clamped to its grid, so fits stay inside)
+    extrapolates: ClassVar[bool] = True
 
     # -- shapes -----------------------------------------------------------------------
     def model_args(self, given: dict[str, Any], n_labels: int, n_pix: int) -> dict[str, Any]:

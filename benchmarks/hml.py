@@ -109,7 +109,8 @@ def main() -> None:
 
         print(f"{'inference':22s} {'Teff range':10s} {'n':>4s} {'Teff':>7s} {'log g':>6s} "
               f"{'[Fe/H]':>6s}   {'paper':>20s}   ratio", flush=True)
-        for name, polish in (("gp (paper)", 0), (f"gp + {args.polish} LM steps", args.polish)):
+        for name, polish in (("gp alone (paper)", 0),
+                             (f"gp + {args.polish} LM steps", args.polish)):
             start = time.perf_counter()
             catalog = os.path.join(tmp, f"catalog-{polish}")
             infer({"model": os.path.join(tmp, "gen"), "data": os.path.join(tmp, "tests"),

@@ -682,7 +682,7 @@ def hml_build_command(
 
 @app.command("submit")
 def submit_command(
-    job: Annotated[str, typer.Argument(help="simulate, train, tune or infer")],
+    job: Annotated[str, typer.Argument(help="simulate, train, tune, infer or hml")],
     config: Annotated[str, typer.Option(help="the job's YAML, relative to --project")],
     address: Annotated[str, typer.Option(
         envvar="RAY_JOB_ADDRESS", help="the cluster's job server, e.g. http://HEAD:8265")

@@ -1,5 +1,6 @@
-"""``stellar-ray submit``: run a job (simulate, train, tune, infer) on a Ray cluster through
-Ray's job submission API, follow its logs and status, and say why it failed if it did.
+"""``stellar-ray submit``: run a job (simulate, train, tune, infer, hml) on a Ray cluster
+through Ray's job submission API, follow its logs and status, and say why it failed if it
+did.
 
 The entry point is the same as ``ray job submit --working-dir . -- python -m jobs.<job>
 --config <config>``: the project directory (without caches, virtual environments and
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-JOBS = ("simulate", "train", "tune", "infer")
+JOBS = ("simulate", "train", "tune", "infer", "hml")
 #: Not uploaded with the working directory.
 EXCLUDES = [".git", ".venv", "venv", "demo-output", "__pycache__", "*.pyc", ".pytest_cache",
             ".ruff_cache", "*.egg-info", "runs"]

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
+from stellar_ray.hml.job import HMLJobConfig
 from stellar_ray.inference.config import InferConfig
 from stellar_ray.simulation.survey import SimulationConfig
 from stellar_ray.training.config import TrainConfig
@@ -54,7 +55,7 @@ def test_every_yaml_parses_and_job_configs_validate():
         assert docs and all(isinstance(d, dict) for d in docs), path
     for path in (ROOT / "jobs" / "configs").glob("*.yaml"):
         loader = {"simulate": SimulationConfig, "train": TrainConfig, "tune": SweepConfig,
-                  "infer": InferConfig}[path.name.split("-")[0]]
+                  "infer": InferConfig, "hml": HMLJobConfig}[path.name.split("-")[0]]
         loader.from_yaml(path)  # typed: a wrong field or value fails here
 
 

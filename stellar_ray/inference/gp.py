@@ -9,7 +9,8 @@ objective is ln RMS of the weighted residual (RMS itself where spectra carry no 
 figures), with the continuum per arm profiled out when ``fit.continuum_degree`` is set;
 the logarithm has the same minimum and a surrogate that fits it better. The velocity is
 not searched (measure it with ``rv.measure``). Errors come from the Jacobian at the
-minimum, after ``gp.polish_steps`` Levenberg–Marquardt steps (0: the paper's estimate).
+minimum, after ``gp.polish_steps`` Levenberg–Marquardt steps (default 5; 0: the paper's
+estimate as the GP leaves it).
 """
 
 from __future__ import annotations

@@ -309,7 +309,8 @@ def test_hml_from_a_simulated_grid_to_a_catalog(simulated, tmp_path):
              for sid, row in zip(b.spectrum_id, np.column_stack([b.labels[n] for n in LABELS]))}
     # the mean |error| of snapping to the nearest grid point: a quarter of the grid step
     snapped = np.array([np.diff(v)[0] for v in AXES.values()]) / 4
-    for mode, settings in (("gp", {}),
+    quick_gp = {"n_random": 40, "n_guided": 8}  # and the default 5 LM steps after the GP
+    for mode, settings in (("gp", quick_gp),
                            ("fit", {"restarts": 2, "steps": 100, "fit_broadening": False})):
         cfg = {"model": str(tmp_path / "gen"), "data": str(simulated / "stars"),
                "to": str(tmp_path / f"catalog-{mode}"), "mode": mode, mode: settings,
@@ -326,8 +327,10 @@ def test_hml_from_a_simulated_grid_to_a_catalog(simulated, tmp_path):
 
     # the Jacobian errors know nothing of the interpolation error: checked on spectra of
     # known labels, the error model's floor widens them in the mode it was measured in
-    out = run("hml", "build", clones, "--to", tmp_path / "checked", "--validate",
-              simulated / "stars")
+    (tmp_path / "build.yaml").write_text(yaml.safe_dump(
+        {"validation": {"data": str(simulated / "stars"), "infer": {"gp": quick_gp}}}))
+    out = run("hml", "build", clones, "--to", tmp_path / "checked", "--config",
+              tmp_path / "build.yaml")
     assert "68 % / 95 % intervals hold" in out
     calibration = load_artifact(str(tmp_path / "checked")).metadata.calibration
     assert calibration.mode == "gp" and calibration.spectra == len(truth)

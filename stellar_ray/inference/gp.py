@@ -24,7 +24,7 @@ from skopt.utils import cook_estimator
 from ..errors import ModelError
 from .fit import EmulatorFitter
 
-#: Spectra whose design reconstructions are profiled together (bounds memory).
+#: Design points reconstructed and profiled together (bounds memory).
 DESIGN_CHUNK = 32
 
 
@@ -46,7 +46,9 @@ class GPMinimizer(EmulatorFitter):
             low, high, size=(cfg.n_random, len(low)))
         self.design = torch.as_tensor(design, dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            self.design_models = self.observe(self.with_defaults(self.design))
+            self.design_models = torch.cat([
+                self.observe(self.with_defaults(self.design[i:i + DESIGN_CHUNK]))
+                for i in range(0, len(self.design), DESIGN_CHUNK)])
 
     def with_defaults(self, z: torch.Tensor) -> torch.Tensor:
         """Full parameters (N, P) for z-scored labels (N, K): zero velocity, no extra

@@ -31,12 +31,12 @@ from ..spectra.dataset import load_manifest, put_table, read_shard
 from ..spectra.grid import WavelengthGrid
 from ..spectra.manifest import Manifest
 from ..spectra.resolution import Resolution
-from ..spectra.storage import join, read_bytes, resolve, retrying, write_bytes_atomic
+from ..spectra.shard_job import PROGRESS_DIR, progress_records
+from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
 from ..version import code_version
 from .clone import Clone, CloneConfig, Cloner
 
 CLONES_FILE = "clones.json"
-PROGRESS_DIR = "_progress"
 TEFF = "teff"
 
 
@@ -129,21 +129,6 @@ def _spectrum_table(ids: np.ndarray, labels: dict[str, np.ndarray],
     })
 
 
-def _committed(to: str, digest: str, storage_options: dict | None) -> set[str]:
-    fs, base = resolve(to, storage_options)
-    folder = join(base, PROGRESS_DIR)
-    fs.invalidate_cache()
-    if not retrying(lambda: fs.exists(folder), f"stat {folder}"):
-        return set()
-    done = set()
-    for path in retrying(lambda: fs.ls(folder, detail=False), f"list {folder}"):
-        if json.loads(read_bytes(fs, path))["digest"] != digest:
-            raise SpectraError("clones of another grid or configuration are here; use "
-                               "--overwrite or another location", file=to)
-        done.add(path.rsplit("/", 1)[-1].removesuffix(".json"))
-    return done
-
-
 def clone_grid(grid_url: str, to: str, config: CloneConfig | None = None, *,
                overwrite: bool = False, storage_options: dict | None = None,
                address: str | None = None, cpus_per_task: float = 1.0,
@@ -164,7 +149,7 @@ def clone_grid(grid_url: str, to: str, config: CloneConfig | None = None, *,
         raise SpectraError("clones of another grid or configuration are here; use "
                            "--overwrite or another location", file=to)
     names = [r.path.rsplit("/", 1)[-1] for r in manifest.shards]
-    done = _committed(to, digest, storage_options)
+    done = set(progress_records(to, digest, storage_options))
     todo = [i for i, n in enumerate(names) if n not in done]
     if todo:
         init_ray(address)

@@ -41,9 +41,10 @@ def write_committed_shard(url: str, name: str, batch: SpectrumBatch, manifest: M
     return record
 
 
-def committed_shards(url: str, digest: str, storage_options: dict | None = None
-                     ) -> dict[str, ShardRecord]:
-    """The shards an unfinished run of job ``digest`` at ``url`` committed, by file name."""
+def progress_records(url: str, digest: str, storage_options: dict | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    """The commit records ``_progress/<name>.json`` of an unfinished run of job ``digest``
+    at ``url``, by name; a record of another job is refused."""
     fs, base = resolve(url, storage_options)
     folder = join(base, PROGRESS_DIR)
     fs.invalidate_cache()
@@ -55,9 +56,16 @@ def committed_shards(url: str, digest: str, storage_options: dict | None = None
         if data["digest"] != digest:
             raise SpectraError("a run with a different configuration was started here; use "
                                "--overwrite or another location", file=url)
-        record = ShardRecord.model_validate(data["record"])
-        done[record.path] = record
+        done[path.rsplit("/", 1)[-1].removesuffix(".json")] = data
     return done
+
+
+def committed_shards(url: str, digest: str, storage_options: dict | None = None
+                     ) -> dict[str, ShardRecord]:
+    """The shards an unfinished run of job ``digest`` at ``url`` committed, by file name."""
+    records = [ShardRecord.model_validate(data["record"])
+               for data in progress_records(url, digest, storage_options).values()]
+    return {record.path: record for record in records}
 
 
 def prepare_destination(url: str, manifest: Manifest, overwrite: bool,

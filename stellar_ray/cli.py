@@ -750,6 +750,42 @@ def validate(url: str, storage_options: StorageOptions = None) -> None:
     console.print(f"[green]valid[/]: {m.num_rows} spectra in {len(m.shards)} shards")
 
 
+@app.command("dashboard")
+def dashboard_command(
+    artifact: Annotated[list[str] | None, typer.Option(
+        "--artifact", help="a model artifact (repeat for several): emulators are explored; "
+        "any model traces the catalog's stars")] = None,
+    catalog: Annotated[str | None, typer.Option(help="URL of a result catalog")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="the catalog's input spectra (default: the dataset the catalog records)")
+    ] = None,
+    runs: Annotated[str | None, typer.Option(
+        help="folder of training runs and sweeps (the output of train or tune)")] = None,
+    config: Annotated[Path | None, typer.Option(help="dashboard YAML (the same fields)")
+                      ] = None,
+    host: Annotated[str | None, typer.Option(
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8050; 0: any free one)")
+                    ] = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Open emulators, a catalog and training runs in the browser."""
+    from .config_files import load_config
+    from .dashboard.app import DashboardConfig, serve
+
+    with _reported():
+        cfg = load_config(DashboardConfig, _with_options(config, {
+            "artifacts": artifact or None, "catalog": catalog, "data": data, "runs": runs,
+            "host": host, "port": port, "storage_options": _storage(storage_options)}))
+        if cfg.port == 0:
+            from .runtime import free_port
+
+            cfg = cfg.model_copy(update={"port": free_port(cfg.host)})
+        console.print(f"stellar-ray dashboard: http://{cfg.host}:{cfg.port}/ (Ctrl+C stops)")
+        serve(cfg)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where everything goes")] = Path("demo-output"),

@@ -11,7 +11,8 @@ built-in generator. Everything goes under one folder (``demo-output/``):
    as ``catalog.fits``;
 4. write ``report/``: estimates against the truth, σ_robust per S/N bin, residuals against
    S/N next to the Cramér–Rao bounds of the same spectra, the calibration of the intervals
-   and a check that hot stars are not piled up at one temperature.
+   and a check that hot stars are not piled up at one temperature;
+5. print the command that opens the catalog and the training run in the dashboard.
 """
 
 from __future__ import annotations
@@ -107,3 +108,5 @@ def run_demo(out: Path, console: Console, epochs: int = 40) -> None:
     console.print(hot_star_check(read_catalog(str(catalog))))
     console.print(f"catalog: {catalog.resolve()} (FITS: {(out / 'catalog.fits').resolve()})")
     console.print(f"report: {(out / 'report' / 'report.md').resolve()}")
+    console.print("look at it in the browser (http://127.0.0.1:8050/): stellar-ray dashboard "
+                  f"--catalog {catalog} --runs {out / 'runs'}")

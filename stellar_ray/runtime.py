@@ -33,9 +33,10 @@ def verbose() -> bool:
     return _VERBOSE["on"]
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -67,11 +68,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     if address:
         ray.init(address=address, **quiet)
         return
-    gcs_port = _free_port()
+    gcs_port = free_port()
     os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)  # read by the GCS this init starts
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
-                 dashboard_host="127.0.0.1", dashboard_port=_free_port() if dashboard else None,
+                 dashboard_host="127.0.0.1", dashboard_port=free_port() if dashboard else None,
                  runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{gcs_port}"}}, **quiet)
     finally:
         del os.environ["RAY_GCS_SERVER_PORT"]

@@ -73,3 +73,30 @@ def make_artifact(url: str, out: Path, name: str, model: torch.nn.Module | None 
     model = model or build(name, **args)
     return package_model(str(out / name), model, model_name=name, model_args=args,
                          batch=first_batch(url), labels=LABELS, grid=manifest.grid)
+
+
+def fitted_payne(url: str, out: Path, steps: int = 400, seed: int = 0) -> str:
+    """A small Payne fitted in this process (full-batch Adam, ``steps`` steps) to the
+    spectra of the small dataset at ``url``, stored as an artifact under ``out``: a real
+    emulator in seconds, without a Ray Train run."""
+    from stellar_ray.artifact import load_artifact
+
+    torch.manual_seed(seed)
+    untrained = load_artifact(make_artifact(url, out / "untrained", "payne"))
+    norm, task, model = untrained.normalisation, untrained.task, untrained.model
+    batch = first_batch(url)
+    inputs, target = task.prepare(batch, norm, untrained.grid.wavelength(), noise_alpha=0.0,
+                                  train=True, generator=torch.Generator().manual_seed(seed))
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = task.loss(model, inputs, target, "mse")
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    manifest = load_manifest(url)
+    return package_model(str(out / "payne"), model, model_name="payne",
+                         model_args=untrained.metadata.model_args, batch=batch,
+                         labels=LABELS, grid=manifest.grid,
+                         metrics={"train_mse": float(loss.detach())})

@@ -3,6 +3,7 @@ the artifact, fine-tuning and bad configurations."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from stellar_ray.artifact import load_artifact
 from stellar_ray.errors import SpectraError
 from stellar_ray.simulation.survey import SimulationConfig, simulate
 from stellar_ray.training.config import TrainConfig
+from stellar_ray.training.history import read_history
 from stellar_ray.training.run import train
 from stellar_ray.training.schedule import Plateau
 
@@ -54,6 +56,11 @@ def test_a_killed_worker_is_replaced_and_training_completes(survey, tmp_path):
     assert marker.exists()  # the rank-1 worker process really exited at epoch 1
     assert result.epochs == 3
     assert [m["epoch"] for m in result.history] == [0, 1, 2]
+    # every epoch once in the run's history, the repeated epoch of the failed attempt
+    # replaced; each with its training and validation loss
+    history = read_history(result.run_path)
+    assert [m["epoch"] for m in history] == [0, 1, 2]
+    assert all(np.isfinite(m["train_loss"]) and np.isfinite(m["val_loss"]) for m in history)
 
 
 def test_fine_tuning_widens_the_input_layer(survey, tmp_path):
@@ -110,6 +117,9 @@ def test_asha_sweep_of_three_trials_names_the_best(survey, tmp_path):
     assert summary["metrics"]["val_loss"] == pytest.approx(table["val_loss"].min())
     best = yaml.safe_load(Path(summary["best_config"]).read_text())
     assert best["optim"]["lr"] == summary["params"]["optim.lr"]
+    # each trial's run keeps its own epoch history (ASHA may stop trials after epoch 1)
+    histories = [read_history(str(run)) for run in (tmp_path / "runs").glob("payne-*")]
+    assert len(histories) == 3 and all(h and h[0]["epoch"] == 0 for h in histories)
 
 
 def test_pbt_exploit_continues_from_the_donors_weights(survey, tmp_path):

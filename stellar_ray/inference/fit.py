@@ -65,6 +65,22 @@ class EmulatorFitter(CatalogActor):
         margin = 0.1 * (self.z_high - self.z_low) if self.task.extrapolates else 0.0
         return torch.clamp(z, self.z_low - margin, self.z_high + margin)
 
+    def parameters(self, labels: np.ndarray, rv_kms: np.ndarray | None = None,
+                   broadening_kms: np.ndarray | None = None) -> torch.Tensor:
+        """The fit's parameters (N, P) for labels (N, K) in their units, velocities (N,)
+        km/s (default 0) and extra broadening σ (N,) km/s (default: almost none): how a
+        catalog row's estimates become the model that was fitted."""
+        n, k = len(labels), len(self.norm.labels)
+        params = torch.zeros(n, self.n_params, device=self.device)
+        params[:, :k] = self.norm.z(labels).to(self.device)
+        if rv_kms is not None:
+            params[:, k] = torch.as_tensor(np.asarray(rv_kms) / RV_UNIT_KMS)
+        if self.config.fit.fit_broadening:
+            b = torch.full((n,), 0.13, dtype=torch.float64) if broadening_kms is None else \
+                torch.as_tensor(np.asarray(broadening_kms, dtype=np.float64))
+            params[:, k + 1] = torch.log(torch.expm1(b.clamp_min(1e-6))).float()  # softplus⁻¹
+        return params
+
     # -- the forward model ------------------------------------------------------------
     def emulate(self, z: torch.Tensor) -> torch.Tensor:
         """Rest-frame model flux (N, L) for z-scored labels (N, K)."""

@@ -147,7 +147,7 @@ def _why_unreadable(cfg: CatalogJobConfig, manifest: Manifest, shard: str) -> st
 ACTORS = {"predict": Predictor, "fit": EmulatorFitter, "gp": GPMinimizer}
 
 
-def _mode(cfg: InferConfig, artifact: Artifact) -> str:
+def inference_mode(cfg: InferConfig, artifact: Artifact) -> str:
     """The inference mode: the configured one, or the task's default for ``auto``."""
     task = artifact.task
     mode = task.modes[0] if cfg.mode == "auto" else cfg.mode
@@ -219,7 +219,7 @@ def infer(cfg: InferConfig | dict | str | Path, address: str | None = None,
     manifest = load_manifest(cfg.data, cfg.storage_options)
     artifact = load_artifact(cfg.model, cfg.storage_options)  # checks it before any work
     _check_frame(cfg, artifact, manifest)
-    mode = _mode(cfg, artifact)
+    mode = inference_mode(cfg, artifact)
     job = CatalogJob(actor=ACTORS[mode], claim={"artifact_id": artifact.artifact_id,
                                                  "mode": mode},
                      producer=f"stellar-ray infer ({mode})",

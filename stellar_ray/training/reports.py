@@ -3,7 +3,8 @@
 Ray Train runs its loop under a controller actor; a :class:`ForwardReports` callback there
 hands every epoch's metrics (rank 0's, with the validation metrics) and checkpoint through
 a Ray queue to :func:`fit_reporting`, which runs the trainer in a thread and calls
-``on_report`` in the caller's thread: a progress line for ``stellar-ray train``, a
+``on_report`` in the caller's thread (each report also goes to the run's history.json):
+a progress line for ``stellar-ray train``, a
 ``tune.report`` with the checkpoint for a sweep's trial (so that PBT can copy weights).
 """
 
@@ -19,6 +20,7 @@ from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
 from ..models.tasks import Task
+from .history import RunHistory
 
 OnReport = Callable[[dict[str, Any], "ray.train.Checkpoint | None"], None]
 
@@ -39,10 +41,11 @@ def report_queue() -> Queue:
     return Queue(actor_options={"num_cpus": 0})
 
 
-def fit_reporting(trainer: TorchTrainer, reports: Queue, on_report: OnReport
-                  ) -> ray.train.Result:
-    """``trainer.fit()``, calling ``on_report`` for every report as it arrives; a failure of
-    the fit is raised here. The queue is shut down when the fit ends."""
+def fit_reporting(trainer: TorchTrainer, reports: Queue, on_report: OnReport,
+                  history: RunHistory | None = None) -> ray.train.Result:
+    """``trainer.fit()``, calling ``on_report`` for every report as it arrives (after
+    recording it in ``history``); a failure of the fit is raised here. The queue is shut
+    down when the fit ends."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -59,6 +62,8 @@ def fit_reporting(trainer: TorchTrainer, reports: Queue, on_report: OnReport
                 metrics, checkpoint = reports.get(timeout=0.5)
             except Empty:
                 continue
+            if history is not None:
+                history.record(metrics)
             on_report(metrics, checkpoint)
         worker.join()
     finally:

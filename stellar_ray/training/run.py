@@ -41,6 +41,7 @@ from ..spectra.raydata import read_spectra
 from ..spectra.schema import MODEL_FLUX
 from ..spectra.split import ValidationRows
 from .config import TrainConfig
+from .history import RunHistory
 from .in_memory import FLUX_COLUMNS, shard_bytes
 from .loop import CHECKPOINT_FILE, train_loop_per_worker
 from .reports import ForwardReports, epoch_line, fit_reporting, report_queue
@@ -335,6 +336,7 @@ def _fit_baseline(cfg: TrainConfig, on_epoch: Callable[[str], None] | None) -> T
                                torch.Generator().manual_seed(cfg.seed), cfg.loss)}
     if on_epoch is not None:
         on_epoch(epoch_line(metrics, 1, task, cfg.data.labels))
+    RunHistory(f"{data.storage}/{cfg.name}", cfg.data.storage_options).record(metrics)
     artifact_url = f"{data.storage.rstrip('/')}/{cfg.name}/artifact"
     calibration = _write_artifact(artifact_url, data, model, metrics)
     return TrainResult(artifact=artifact_url, run_path=f"{data.storage}/{cfg.name}",
@@ -360,7 +362,8 @@ def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
         if on_epoch is not None:
             on_epoch(epoch_line(metrics, cfg.optim.epochs, task, cfg.data.labels))
 
-    result = fit_reporting(run.trainer, reports, show)
+    result = fit_reporting(run.trainer, reports, show,
+                           RunHistory(f"{run.storage}/{cfg.name}", cfg.data.storage_options))
     best, metrics = _best(result)
     with best.as_directory() as d:
         state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True)

@@ -35,8 +35,11 @@ from ..runtime import init_ray
 from ..spectra.dataset import put_table
 from ..spectra.storage import join, resolve, write_bytes_atomic
 from .config import TrainConfig
+from .history import RunHistory
 from .reports import ForwardReports, fit_reporting, report_queue
 
+#: The trial table a sweep writes under ``<output>/<name>``.
+RESULTS_FILE = "results.parquet"
 _SPACES = {"uniform": tune.uniform, "loguniform": tune.loguniform,
            "choice": lambda *values: tune.choice(list(values)),
            "randint": tune.randint}
@@ -125,12 +128,13 @@ def _trial(params: dict[str, Any], sweep: dict[str, Any]) -> None:
         tune.report(metrics, checkpoint=None if checkpoint is None else
                     tune.Checkpoint(checkpoint.path, checkpoint.filesystem))
 
-    fit_reporting(run.trainer, reports, to_tune)
+    fit_reporting(run.trainer, reports, to_tune,
+                  RunHistory(f"{run.storage}/{name}", cfg.data.storage_options))
 
 
 def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
-    """Run the sweep; write ``results.parquet`` and ``best.yaml`` under the base output; return
-    the best trial's parameters and metrics."""
+    """Run the sweep; write the trial table (:data:`RESULTS_FILE`) and ``best.yaml`` under
+    the base output; return the best trial's parameters and metrics."""
     TrainConfig.model_validate(config.base)  # fail before any trial on a bad base
     space = config.space()
     for key in config.search:
@@ -173,13 +177,13 @@ def sweep(config: SweepConfig, address: str | None = None) -> dict[str, Any]:
     columns = sorted({k for row in rows for k in row})
     table = pa.table({c: pa.array([_cell(row.get(c)) for row in rows]) for c in columns})
     url = f"{output.rstrip('/')}/{config.name}"
-    put_table(url, "results.parquet", table)
+    put_table(url, RESULTS_FILE, table)
     best_cfg = apply(config.base, best.config)
     fs, base = resolve(url)
     write_bytes_atomic(fs, join(base, "best.yaml"), yaml.safe_dump(best_cfg).encode())
     summary = {"params": best.config, "metrics": {k: v for k, v in best.metrics.items()
                                                   if isinstance(v, (int, float))},
-               "trials": len(rows), "results": f"{url}/results.parquet",
+               "trials": len(rows), "results": f"{url}/{RESULTS_FILE}",
                "best_config": f"{url}/best.yaml"}
     write_bytes_atomic(fs, join(base, "best.json"), json.dumps(summary, indent=1,
                                                                 default=str).encode())

@@ -40,6 +40,7 @@ _WHERE = {
     "simulate": ".simulation.survey",
     "read_catalog": ".spectra.catalog",
     "catalog_to_fits": ".spectra.catalog_fits",
+    "catalog_to_hats": ".spectra.catalog_hats",
     "load_manifest": ".spectra.dataset",
     "validate_dataset": ".spectra.dataset",
     "WavelengthGrid": ".spectra.grid",
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from .simulation.survey import SimulationConfig, simulate
     from .spectra.catalog import read_catalog
     from .spectra.catalog_fits import catalog_to_fits
+    from .spectra.catalog_hats import catalog_to_hats
     from .spectra.dataset import load_manifest, validate_dataset
     from .spectra.grid import WavelengthGrid
     from .spectra.ingest import IngestOptions, ingest
@@ -89,7 +91,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "Artifact", "ConfigError", "InferConfig", "IngestOptions", "ModelError", "SimulationConfig",
     "SpectraError", "SpectrumGenerator", "StellarRayError", "SweepConfig", "TrainConfig",
-    "WavelengthGrid", "build", "card", "catalog_to_fits", "fisher", "infer", "ingest", "init_ray",
-    "load_artifact", "load_manifest", "names", "package_model", "read_catalog", "read_spectra",
-    "simulate", "sweep", "train", "validate_dataset", "write_spectra",
+    "WavelengthGrid", "build", "card", "catalog_to_fits", "catalog_to_hats", "fisher", "infer",
+    "ingest", "init_ray", "load_artifact", "load_manifest", "names", "package_model",
+    "read_catalog", "read_spectra", "simulate", "sweep", "train", "validate_dataset",
+    "write_spectra",
 ]

@@ -581,6 +581,33 @@ def catalog_to_fits_command(
     console.print(f"wrote {rows} rows to {to}")
 
 
+@catalog_app.command("to-hats")
+def catalog_to_hats_command(
+    catalog: Annotated[str, typer.Argument(help="URL of the catalog")],
+    to: Annotated[str, typer.Option("--to", help="URL of the HATS catalog (a folder)")],
+    ra: Annotated[str, typer.Option(help="right ascension column, degrees")] = "ra",
+    dec: Annotated[str, typer.Option(help="declination column, degrees")] = "dec",
+    name: Annotated[str | None, typer.Option(help="catalog name (default: the folder's)")
+                    ] = None,
+    max_rows: Annotated[int, typer.Option(help="most rows per sky partition")] = 1_000_000,
+    highest_order: Annotated[int, typer.Option(
+        help="finest HEALPix order a partition may have")] = 9,
+    overwrite: Annotated[bool, typer.Option(help="replace what is at --to")] = False,
+    address: Address = None,
+    storage_options: StorageOptions = None,
+) -> None:
+    """Write a catalog partitioned on the sky in the HATS layout, for LSDB."""
+    from .runtime import init_ray
+    from .spectra.catalog_hats import catalog_to_hats
+
+    with _reported():
+        init_ray(address)
+        rows = catalog_to_hats(catalog, to, ra=ra, dec=dec, name=name, max_rows=max_rows,
+                               highest_order=highest_order, overwrite=overwrite,
+                               storage_options=_storage(storage_options))
+    console.print(f"wrote {rows} rows to {to} (HATS; open it with lsdb.open_catalog)")
+
+
 hml_app = typer.Typer(no_args_is_help=True, help="The hybrid method of paper 001 (blase3D): "
                       "clone a grid into Voigt lines, build the generator.")
 app.add_typer(hml_app, name="hml")

@@ -7,8 +7,8 @@ built-in generator. Everything goes under one folder (``demo-output/``):
    with flux-calibration errors;
 2. train a small cINN conditioned on a ResNet-1D encoder with Ray Train (two workers);
 3. run inference over the second survey in a Ray Data actor pool into ``catalog/``
-   (posterior means, standard deviations and quantiles, quality flags), and export it
-   as ``catalog.fits``;
+   (posterior means, standard deviations and quantiles, quality flags, sky positions), and
+   export it as ``catalog.fits`` and as a HATS catalog (``catalog-hats/``, for LSDB);
 4. write ``report/``: estimates against the truth, σ_robust per S/N bin, residuals against
    S/N next to the Cramér–Rao bounds of the same spectra, the calibration of the intervals
    and a check that hot stars are not piled up at one temperature;
@@ -29,9 +29,10 @@ from .inference.pipeline import infer
 from .report import HIGH_SNR, high_snr_sigma, hot_star_check, make_report
 from .simulation.generator import SpectrumGenerator
 from .simulation.priors import GalacticPrior, SNRSpec
-from .simulation.survey import SimulationConfig, simulate
+from .simulation.survey import SimulationConfig, SkyRegion, simulate
 from .spectra.catalog import read_catalog
 from .spectra.catalog_fits import catalog_to_fits
+from .spectra.catalog_hats import catalog_to_hats
 from .training.config import TrainConfig
 from .training.run import train
 
@@ -51,9 +52,12 @@ TRAIN_SURVEY = SimulationConfig.model_validate({
     "snr": SNRSpec(kind="loguniform", low=10, high=150), "rows_per_shard": 512,
     "observing": CONDITIONS,
     "survey": "demo-train", "id_prefix": "train"})
+#: The catalogued stars' sky: a 4MOST-like field of 100 deg² (positions only; the
+#: spectra do not depend on them).
+SKY = SkyRegion(ra=(150.0, 160.0), dec=(-30.0, -20.0))
 CATALOG_SURVEY = TRAIN_SURVEY.model_copy(update={
     "n_spectra": 512, "seed": 2, "prior": GalacticPrior(), "rows_per_shard": 128,
-    "survey": "demo-catalog", "id_prefix": "cat"})
+    "survey": "demo-catalog", "id_prefix": "cat", "sky": SKY})
 #: The cINN conditioned on a small ResNet-1D encoder: on the demo survey it reached half the
 #: [Fe/H] and a third of the Teff scatter of the ConvStem+LSTM encoder in two thirds of the
 #: time per epoch (validation σ_robust 0.12 dex / 66 K against 0.29 / 178 after 30 epochs).
@@ -91,6 +95,7 @@ def run_demo(out: Path, console: Console, epochs: int = 40) -> None:
                                 carry_columns=LABELS))
     console.print(summary.text())
     catalog_to_fits(str(catalog), str(out / "catalog.fits"))
+    catalog_to_hats(str(catalog), str(out / "catalog-hats"), max_rows=128)
 
     generator = SpectrumGenerator(CATALOG_SURVEY.instrument_config())
     labels = make_report(str(catalog), survey=str(out / "survey-catalog"),
@@ -106,7 +111,8 @@ def run_demo(out: Path, console: Console, epochs: int = 40) -> None:
                        f"{s.error_over_crb:.2f}")
     console.print(report)
     console.print(hot_star_check(read_catalog(str(catalog))))
-    console.print(f"catalog: {catalog.resolve()} (FITS: {(out / 'catalog.fits').resolve()})")
+    console.print(f"catalog: {catalog.resolve()} (FITS: {(out / 'catalog.fits').resolve()}; "
+                  f"HATS, for lsdb.open_catalog: {(out / 'catalog-hats').resolve()})")
     console.print(f"report: {(out / 'report' / 'report.md').resolve()}")
     console.print("look at it in the browser (http://127.0.0.1:8050/): stellar-ray dashboard "
                   f"--catalog {catalog} --runs {out / 'runs'}")

@@ -23,7 +23,7 @@ from ..spectra.dataset import load_manifest
 from ..spectra.manifest import Manifest
 from ..spectra.match import GridMatcher
 from ..spectra.raydata import SOURCE_COLUMN
-from ..spectra.schema import ID_COLUMN
+from ..spectra.schema import ID_COLUMN, POSITION_COLUMNS
 from ..spectra.velocity import Templates, VelocityMeter
 from .config import CatalogJobConfig, InferConfig
 from .quality import CatalogFlag, quality_flags, snr_of, unusable
@@ -67,8 +67,12 @@ class BatchActor:
 
     def carried(self, out: dict[str, np.ndarray], batch: dict[str, np.ndarray]
                 ) -> dict[str, np.ndarray]:
-        """``out`` with the input columns the job carries (``input_<name>``) and the source
-        shard the driver groups rows by."""
+        """``out`` with the spectra's sky positions (ra, dec in degrees, NaN where
+        unknown), the input columns the job carries (``input_<name>``) and the source shard
+        the driver groups rows by."""
+        for name in POSITION_COLUMNS:
+            if name in batch:
+                out[name] = np.asarray(batch[name], dtype=np.float64)
         for name in self.config.carry_columns:
             out[f"input_{name}"] = np.asarray(batch[name])
         out[SOURCE_COLUMN] = np.asarray(batch[SOURCE_COLUMN], dtype=object)

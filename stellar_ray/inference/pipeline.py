@@ -34,7 +34,7 @@ from ..spectra.catalog import CatalogWriter
 from ..spectra.dataset import load_manifest, read_shard
 from ..spectra.manifest import Manifest, Provenance
 from ..spectra.raydata import SOURCE_COLUMN, read_spectra
-from ..spectra.schema import ID_COLUMN
+from ..spectra.schema import ID_COLUMN, POSITION_COLUMNS
 from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
 from ..version import code_version
 from .actor import model_frame, rv_templates
@@ -104,8 +104,8 @@ def _columns(cfg: CatalogJobConfig, manifest: Manifest) -> list[str]:
     if missing:
         raise SpectraError(f"carry_columns: no such column (the dataset has {names})",
                            file=cfg.data, field=missing[0])
-    extra = ["snr"] if "snr" in names else []
-    return ["flux", "sigma", "mask", *extra, *[c for c in cfg.carry_columns if c != "snr"]]
+    extra = [c for c in ("snr", *POSITION_COLUMNS) if c in names]
+    return ["flux", "sigma", "mask", *extra, *[c for c in cfg.carry_columns if c not in extra]]
 
 
 class _ShardBuffer:
@@ -270,7 +270,7 @@ def catalog_units(artifact: Artifact | None, manifest: Manifest, carried: list[s
     """Unit of every catalog column that has one: the labels' (from the artifact, if any)
     for the estimates, their errors and quantiles; the dataset's for carried columns; km/s
     for the velocities."""
-    units = {"rv": "km/s", "rv_err": "km/s", "broadening": "km/s"}
+    units = {"rv": "km/s", "rv_err": "km/s", "broadening": "km/s", "ra": "deg", "dec": "deg"}
     for name, unit in (artifact.units.items() if artifact else ()):
         if unit:
             units[name] = units[f"{name}_err"] = unit

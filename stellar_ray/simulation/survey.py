@@ -33,6 +33,29 @@ from .priors import GalacticPrior, GridPrior, Prior, SNRSpec
 MODEL_RANGE_A = (3000.0, 11000.0)
 
 
+class SkyRegion(BaseModel):
+    """Where a survey's stars lie on the sky: uniform per unit area in right ascension
+    ``ra`` and declination ``dec`` ranges (degrees, ICRS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ra: tuple[float, float] = (0.0, 360.0)
+    dec: tuple[float, float] = (-90.0, 90.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SkyRegion:
+        if not (0 <= self.ra[0] < self.ra[1] <= 360 and -90 <= self.dec[0] < self.dec[1] <= 90):
+            raise ValueError("sky: ra within [0, 360] and dec within [-90, 90] degrees, "
+                             "each as [low, high] with low < high")
+        return self
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(ra, dec) of ``n`` stars, degrees."""
+        ra = rng.uniform(*self.ra, n)
+        sin_dec = rng.uniform(*np.sin(np.radians(self.dec)), n)
+        return ra, np.degrees(np.arcsin(sin_dec))
+
+
 class SimulationConfig(BaseModel):
     """A simulated survey (YAML-loadable)."""
 
@@ -51,6 +74,8 @@ class SimulationConfig(BaseModel):
     precision: Literal["float32", "float64"] = "float32"
     survey: str = "simulated"
     id_prefix: str = "sim"
+    sky: SkyRegion | None = Field(default=None, description="sky positions (ra, dec) drawn "
+                                  "in this region; none: the spectra have no positions")
 
     @model_validator(mode="after")
     def _check(self) -> SimulationConfig:
@@ -201,6 +226,9 @@ def shard_batch(config: SimulationConfig, shard: int) -> SpectrumBatch:
     mode = config.instrument_config().mode
     batch.metadata.update({"survey": np.full(len(labels), config.survey, dtype=object),
                            "mode": np.full(len(labels), mode, dtype=object)})
+    if config.sky is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, shard, 2]))
+        batch.metadata["ra"], batch.metadata["dec"] = config.sky.draw(len(labels), rng)
     return batch
 
 

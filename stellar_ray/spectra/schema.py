@@ -69,6 +69,9 @@ STANDARD_METADATA: dict[str, tuple[pa.DataType, str | None, str]] = {
     "source": (pa.string(), None, "where the spectrum came from: file and row"),
 }
 
+#: The sky position columns (degrees, ICRS) that catalogs carry from their spectra.
+POSITION_COLUMNS = ("ra", "dec")
+
 ARROW_TYPES: dict[str, pa.DataType] = {
     "float64": pa.float64(),
     "float32": pa.float32(),

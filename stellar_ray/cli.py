@@ -813,6 +813,27 @@ def dashboard_command(
         serve(cfg)
 
 
+@app.command("threads")
+def threads_command(
+    probe: Annotated[bool, typer.Option("--probe", help="measure again")] = False,
+) -> None:
+    """The torch thread counts this machine runs fastest at (a one-time probe, cached)."""
+    import os
+
+    from .threads import THREADS_ENV, best_threads, measured_rates
+
+    rates = measured_rates(refresh=probe)
+    table = Table(title="fp32 matrix multiply, 256×1024 @ 1024×1024")
+    table.add_column("threads", justify="right")
+    table.add_column("GFLOP/s", justify="right")
+    for threads, rate in sorted(rates.items()):
+        table.add_row(str(threads), f"{rate:.1f}")
+    console.print(table)
+    cpus = os.cpu_count() or 1
+    console.print(f"a process allotted {cpus} CPUs runs {best_threads(cpus)} torch threads"
+                  f"{' (set by ' + THREADS_ENV + ')' if os.environ.get(THREADS_ENV) else ''}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where everything goes")] = Path("demo-output"),

@@ -6,6 +6,7 @@ on the server (Python callbacks); the browser receives finished figures, never a
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..artifact import load_artifact
 from ..errors import StellarRayError
 from ..inference.quality import CatalogFlag
+from ..threads import use_allotted_threads
 from ..training.history import read_history
 from .catalog_view import CatalogView, Filter, flag_names
 from .emulator_view import EmulatorView
@@ -391,6 +393,7 @@ def _runs_callbacks(app: Dash, s: Sources) -> None:
 
 def serve(config: DashboardConfig) -> None:
     """Load the sources and serve the dashboard until interrupted."""
+    use_allotted_threads(os.cpu_count() or 1)
     app = make_app(config)
     log.info("dashboard on http://%s:%d", config.host, config.port)
     app.run(host=config.host, port=config.port, debug=False)

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
-import torch
 from pydantic import BaseModel, ConfigDict
 from rich.progress import Progress
 
@@ -33,6 +32,7 @@ from ..spectra.manifest import Manifest
 from ..spectra.resolution import Resolution
 from ..spectra.shard_job import PROGRESS_DIR, progress_records
 from ..spectra.storage import join, read_bytes, resolve, write_bytes_atomic
+from ..threads import use_allotted_threads
 from ..version import code_version
 from .clone import Clone, CloneConfig, Cloner
 
@@ -74,9 +74,10 @@ def _uses_blackbody(config: CloneConfig, manifest: Manifest, where: str) -> bool
 
 
 def clone_shard(grid_url: str, shard: int, to: str, config: CloneConfig, blackbody: bool,
-                digest: str, storage_options: dict | None, threads: int) -> int:
-    """Clone one shard of the grid and commit it; returns its number of lines."""
-    torch.set_num_threads(threads)
+                digest: str, storage_options: dict | None, cpus: float) -> int:
+    """Clone one shard of the grid and commit it (with the torch threads best for ``cpus``
+    CPUs); returns its number of lines."""
+    use_allotted_threads(cpus)
     manifest = load_manifest(grid_url, storage_options)
     record = manifest.shards[shard]
     batch = SpectrumBatch.from_arrow(read_shard(grid_url, record, manifest,
@@ -154,9 +155,8 @@ def clone_grid(grid_url: str, to: str, config: CloneConfig | None = None, *,
     if todo:
         init_ray(address)
         remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(clone_shard)
-        threads = max(1, int(cpus_per_task))
         pending = [remote.remote(grid_url, i, to, config, blackbody, digest, storage_options,
-                                 threads) for i in todo]
+                                 cpus_per_task) for i in todo]
         with Progress(disable=not progress, transient=True) as bar:
             job = bar.add_task("cloning shards", total=len(names), completed=len(done))
             while pending:

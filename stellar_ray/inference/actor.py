@@ -25,6 +25,7 @@ from ..spectra.match import GridMatcher
 from ..spectra.raydata import SOURCE_COLUMN
 from ..spectra.schema import ID_COLUMN, POSITION_COLUMNS
 from ..spectra.velocity import Templates, VelocityMeter
+from ..threads import best_threads
 from .config import CatalogJobConfig, InferConfig
 from .quality import CatalogFlag, quality_flags, snr_of, unusable
 from .templates import emulator_templates, load_templates
@@ -44,7 +45,8 @@ class BatchActor:
         # Ray hands batches over as read-only arrays; the tensors made from them are only read.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.config = config
-        threads = config.actors.threads_per_actor or max(1, int(config.actors.cpus_per_actor))
+        # the user's count, else the best measured count up to the CPUs the actor holds
+        threads = config.actors.threads_per_actor or best_threads(config.actors.cpus_per_actor)
         torch.set_num_threads(threads)
         self.calls = 0
 

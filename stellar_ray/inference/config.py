@@ -21,8 +21,9 @@ class ActorSettings(BaseModel):
     cpus_per_actor: float = Field(default=0.5, gt=0, description="a fraction on small nodes, "
                                   "so that read tasks still find a CPU")
     gpus_per_actor: float = Field(default=0.0, ge=0)
-    threads_per_actor: int | None = Field(default=None, gt=0, description="torch threads "
-                                          "in each actor (default: the CPUs it holds, ≥ 1)")
+    threads_per_actor: int | None = Field(
+        default=None, gt=0, description="torch threads in each actor (default: the fastest "
+        "measured count up to the CPUs it holds, ≥ 1; see stellar-ray threads)")
     batch_size: int = Field(default=64, gt=0, description="spectra per model call")
 
     @model_validator(mode="after")

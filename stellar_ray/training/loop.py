@@ -32,6 +32,7 @@ from ..models.registry import build, card
 from ..models.tasks import Task
 from ..runtime import pick_device
 from ..spectra.grid import WavelengthGrid
+from ..threads import use_allotted_threads
 from .config import TrainConfig
 from .in_memory import InMemoryShard
 from .schedule import Plateau, lr_lambda
@@ -83,6 +84,7 @@ def _worker(loop_config: dict[str, Any]) -> Worker:
     os.environ.update(cfg.worker_env)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    use_allotted_threads(cfg.scaling.cpus_per_worker)
     torch.manual_seed(cfg.seed + rank)
     device = ray.train.torch.get_device() if torch.cuda.is_available() else pick_device()
     return Worker(cfg=cfg, task=card(cfg.model).task,

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.figures import report
 from stellar_ray.dashboard.app import DashboardConfig, Sources, make_app
 from stellar_ray.inference.quality import CatalogFlag
 from stellar_ray.spectra.catalog import CatalogWriter
@@ -96,10 +97,9 @@ def main(argv: list[str] | None = None) -> None:
             assert response.status_code == 200, response.get_data(as_text=True)[:500]
             print(f"filter {k + 1}: {times[-1]:.3f} s ({len(response.data) / 1e3:.0f} kB)",
                   flush=True)
-    answer = statistics.median(times)
-    print(f"\n{'figure':<28}{'seconds':>10}{'target':>10}{'target / measured':>20}")
-    for name, value in (("open a catalog", opened), ("a filter's answer (median)", answer)):
-        print(f"{name:<28}{value:>10.2f}{TARGET_S:>10.1f}{TARGET_S / value:>20.1f}")
+    for name, value in ((f"open a {args.rows:,}-row catalog", opened),
+                        ("a filter's answer (median)", statistics.median(times))):
+        report("dashboard", name, value, "s", "target", TARGET_S, lower_is_better=True)
 
 
 if __name__ == "__main__":

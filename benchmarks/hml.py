@@ -26,6 +26,7 @@ import time
 import numpy as np
 import ray
 
+from benchmarks.figures import report
 from stellar_ray.artifact import load_artifact
 from stellar_ray.hml.build import BuildConfig, build_generator
 from stellar_ray.hml.clone_job import clone_grid, read_clones
@@ -61,14 +62,14 @@ def truths(url: str) -> tuple[dict[str, np.ndarray], SpectrumBatch]:
     return dict(zip(batch.spectrum_id, values)), batch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test-spectra", type=int, default=200)
     parser.add_argument("--teff-step", type=float, default=250.0)
     parser.add_argument("--absent", choices=["faint", "vanish"], default="faint")
     parser.add_argument("--polish", type=int, default=5,
                         help="Levenberg-Marquardt steps after the GP in the second pass")
-    args = parser.parse_args([] if __name__ != "__main__" else None)
+    args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     init_ray(num_cpus=cores)
     with tempfile.TemporaryDirectory(prefix="bench-hml-") as tmp:
@@ -131,6 +132,9 @@ def main() -> None:
                       f"{rows.sum():4d} {mae[0]:6.0f}K {mae[1]:6.3f} {mae[2]:6.3f}   "
                       f"{paper[0]:5.0f}K {paper[1]:5.2f} {paper[2]:6.3f}   "
                       + " ".join(f"{m / p:.2f}" for m, p in zip(mae, paper)), flush=True)
+                for label, m, p in zip(LABELS, mae, paper):
+                    report("hml", f"{name}, {regime}: {label} MAE", m, "label unit",
+                           "paper 001", p, lower_is_better=True)
             print(f"{name:22s} {per_spectrum:.2f} s per spectrum per core", flush=True)
     ray.shutdown()
 

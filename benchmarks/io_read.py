@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
+from benchmarks.figures import report
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter, load_manifest
 from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
@@ -73,12 +74,12 @@ def timed(fn, *args) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectra", type=int, default=4000)
     parser.add_argument("--grid", default="lrs")
     parser.add_argument("--rows-per-shard", type=int, default=250)
-    args = parser.parse_args([] if __name__ != "__main__" else None)
+    args = parser.parse_args(argv)
 
     import ray
 
@@ -92,19 +93,27 @@ def main() -> None:
               f"{len(manifest.shards)} shards, {on_disk:.0f} MB on disk "
               f"({args.spectra * mb_per_spectrum:.0f} MB in memory)")
         raw_pyarrow(url, manifest)  # warm the page cache
-        results = {"raw pyarrow (1 core)": (*timed(raw_pyarrow, url, manifest), 1)}
+        results = {}
+
+        def measured(name: str, fn, *fn_args, used: int) -> None:
+            n, seconds = timed(fn, *fn_args)
+            results[name] = (n, seconds, used)
+            base = results["raw pyarrow (1 core)"]
+            report("io_read", name, n / seconds / used, "spectra/s/core",
+                   "raw pyarrow, 1 core", base[0] / base[1])
+
+        measured("raw pyarrow (1 core)", raw_pyarrow, url, manifest, used=1)
         ray.init(address="local", num_cpus=cores, include_dashboard=False,
                  log_to_driver=False)
         ray_read(url, False)  # warm up workers
-        results[f"read_spectra verify ({cores} cores)"] = (*timed(ray_read, url, True), cores)
-        results[f"read_spectra no verify ({cores} cores)"] = (*timed(ray_read, url, False),
-                                                              cores)
+        measured(f"read_spectra verify ({cores} cores)", ray_read, url, True, used=cores)
+        measured(f"read_spectra no verify ({cores} cores)", ray_read, url, False, used=cores)
         # Ray Data's per-operator resource reservation runs about one read task at a time on
         # a 2-CPU node; without it the same read uses both cores.
         ctx = ray.data.DataContext.get_current()
         ctx.op_resource_reservation_enabled = False
-        results[f"read_spectra verify, no reserv. ({cores})"] = (*timed(ray_read, url, True),
-                                                                 cores)
+        measured(f"read_spectra verify, no reserv. ({cores})", ray_read, url, True,
+                 used=cores)
         ray.shutdown()
     base = None
     print(f"{'reader':34s} {'spectra/s/core':>15s} {'MB/s/core':>10s} {'ratio':>7s}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.figures import best_bare_rate, report
 from stellar_ray.models import build, card, names
 
 #: Input sizes at the papers' defaults.
@@ -108,16 +109,17 @@ def measure(name: str, batch: int) -> dict:
     return {"params": params, "flops": flops, "rate": rate, "batch": batch}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--only", default=",".join(
         n for n in names() if card(n).family != "hml"))  # HML: benchmarks.hml
-    args = parser.parse_args([] if __name__ != "__main__" else None)
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
-    peak = matmul_peak()
-    print(f"fp32 matmul peak on this machine: {peak:.1f} GFLOP/s "
-          f"({torch.get_num_threads()} threads)")
+    # the peak at the fastest thread count; the models run at that count
+    peak, threads = best_bare_rate(matmul_peak)
+    torch.set_num_threads(threads)
+    print(f"fp32 matmul peak on this machine: {peak:.1f} GFLOP/s ({threads} threads)")
     print(f"{'model':18s} {'params':>12s} {'GFLOP/spec':>11s} {'batch':>6s} {'spectra/s':>10s}"
           f" {'GFLOP/s':>8s} {'of peak':>8s}")
     for name in args.only.split(","):
@@ -128,6 +130,12 @@ def main() -> None:
               f"{'n/a' if gflop is None else f'{gflop:.3f}':>11s} {r['batch']:6d} "
               f"{r['rate']:10.1f} {'n/a' if achieved is None else f'{achieved:.1f}':>8s} "
               f"{'n/a' if achieved is None else f'{achieved / peak:.0%}':>8s}", flush=True)
+        if achieved is not None:
+            report("models_zoo", f"{name} forward, batch {r['batch']}", achieved, "GFLOP/s",
+                   f"fp32 matmul peak, {threads} threads", peak)
+        else:
+            report("models_zoo", f"{name} forward, batch {r['batch']}", r["rate"],
+                   "spectra/s")
 
 
 if __name__ == "__main__":

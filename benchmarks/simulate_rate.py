@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from benchmarks.figures import report
 from stellar_ray.simulation.generator import SpectrumGenerator
 from stellar_ray.simulation.survey import SimulationConfig, shard_labels, simulate, simulate_batch
 
@@ -45,10 +46,10 @@ def ray_rate(config: SimulationConfig, cores: int) -> float:
         return config.total / (time.perf_counter() - start) / cores
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectra", type=int, default=256)
-    args = parser.parse_args([] if __name__ != "__main__" else None)
+    args = parser.parse_args(argv)
     import ray
 
     cores = os.cpu_count() or 1
@@ -57,11 +58,15 @@ def main() -> None:
         config = SimulationConfig(instrument=mode, n_spectra=args.spectra,
                                   rows_per_shard=max(1, args.spectra // (2 * cores)))
         rows[mode] = [single_core_rate(config)]
+        report("simulate", f"{mode} spectra, 1 core", rows[mode][0], "spectra/s",
+               "random-line generator", RANDOM_LINE_RATE[mode])
     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     for mode in ("LRS", "HRS"):
         config = SimulationConfig(instrument=mode, n_spectra=args.spectra, seed=1,
                                   rows_per_shard=max(1, args.spectra // (2 * cores)))
         rows[mode].append(ray_rate(config, cores))
+        report("simulate", f"{mode} spectra through Ray, per core", rows[mode][1],
+               "spectra/s/core", "1 core, no Ray", rows[mode][0])
     ray.shutdown()
     print(f"{'mode':6s} {'1 core (spectra/s)':>20s} {'Ray, per core':>14s} {'ratio':>6s} "
           f"{'random-line generator':>22s} {'ratio':>6s}")

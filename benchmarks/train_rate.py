@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.figures import report
 from stellar_ray.models import build
 from stellar_ray.runtime import init_ray
 from stellar_ray.spectra.batch import SpectrumBatch
@@ -129,14 +130,14 @@ def overhead(sizes: list[int]) -> None:
                       f"{wall / compute:13.2f}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spectra", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--overhead", help="comma-separated dataset sizes: measure epoch "
                         "wall time against compute instead")
-    args = parser.parse_args([] if __name__ != "__main__" else None)
+    args = parser.parse_args(argv)
     import ray
 
     if args.overhead:
@@ -150,13 +151,20 @@ def main() -> None:
         bare = bare_loop(flux, labels, args.epochs, args.batch, threads)
         bare_one = bare_loop(flux, labels, args.epochs, args.batch, 1)
         torch.set_num_threads(threads)
+        best, best_threads = max((bare, threads), (bare_one, 1))
+        report("train_rate", "bare PyTorch loop (the best thread count)", best,
+               "spectra/s")
         # init_ray, not a bare ray.init: Ray Train's placement-group cleaner asks the State
         # API (the dashboard) whether a run's controller lives, at the address it finds on
         # its own; init_ray serves the dashboard and tells every process this cluster's
         # address
         init_ray(num_cpus=os.cpu_count())
+        baseline = f"bare loop, {best_threads} thread(s)"
         one = ray_run(url, os.path.join(tmp, "runs"), 1, args.epochs, args.batch)
+        report("train_rate", "Ray Train, 1 worker", one[0], "spectra/s", baseline, best)
         two = ray_run(url, os.path.join(tmp, "runs"), 2, args.epochs, args.batch)
+        report("train_rate", "Ray Train, 2 workers × 0.5 CPU", two[0], "spectra/s", baseline,
+               best)
         ray.shutdown()
     print(f"{'run':28s} {'spectra/s':>10s} {'ratio':>6s} {'end-to-end s':>13s}")
     print(f"{f'bare PyTorch loop, {threads} threads':28s} {bare:10.1f} {1.0:6.2f}")

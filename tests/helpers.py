@@ -64,25 +64,27 @@ def dataset_ids(url: str) -> list[str]:
         batch_format="numpy") for i in b["spectrum_id"])
 
 
-def make_artifact(url: str, out: Path, name: str, model: torch.nn.Module | None = None) -> str:
+def make_artifact(url: str, out: Path, name: str, model: torch.nn.Module | None = None,
+                  labels: list[str] = LABELS) -> str:
     """An artifact of ``name`` (untrained unless ``model`` is given) for the survey at
-    ``url``, written under ``out``."""
+    ``url``, taking or giving ``labels``, written under ``out``."""
     manifest = load_manifest(url)
-    args = {**TINY.get(name, {"hidden": [32, 32]}), "n_labels": len(LABELS),
+    args = {**TINY.get(name, {"hidden": [32, 32]}), "n_labels": len(labels),
             "n_pix": manifest.npix}
     model = model or build(name, **args)
     return package_model(str(out / name), model, model_name=name, model_args=args,
-                         batch=first_batch(url), labels=LABELS, grid=manifest.grid)
+                         batch=first_batch(url), labels=labels, grid=manifest.grid)
 
 
-def fitted_payne(url: str, out: Path, steps: int = 400, seed: int = 0) -> str:
-    """A small Payne fitted in this process (full-batch Adam, ``steps`` steps) to the
-    spectra of the small dataset at ``url``, stored as an artifact under ``out``: a real
-    emulator in seconds, without a Ray Train run."""
+def fitted_payne(url: str, out: Path, steps: int = 400, seed: int = 0,
+                 labels: list[str] = LABELS) -> str:
+    """A small Payne of ``labels`` fitted in this process (full-batch Adam, ``steps`` steps)
+    to the spectra of the small dataset at ``url``, stored as an artifact under ``out``: a
+    real emulator in seconds, without a Ray Train run."""
     from stellar_ray.artifact import load_artifact
 
     torch.manual_seed(seed)
-    untrained = load_artifact(make_artifact(url, out / "untrained", "payne"))
+    untrained = load_artifact(make_artifact(url, out / "untrained", "payne", labels=labels))
     norm, task, model = untrained.normalisation, untrained.task, untrained.model
     batch = first_batch(url)
     inputs, target = task.prepare(batch, norm, untrained.grid.wavelength(), noise_alpha=0.0,
@@ -98,5 +100,5 @@ def fitted_payne(url: str, out: Path, steps: int = 400, seed: int = 0) -> str:
     manifest = load_manifest(url)
     return package_model(str(out / "payne"), model, model_name="payne",
                          model_args=untrained.metadata.model_args, batch=batch,
-                         labels=LABELS, grid=manifest.grid,
+                         labels=labels, grid=manifest.grid,
                          metrics={"train_mse": float(loss.detach())})

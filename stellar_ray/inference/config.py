@@ -147,6 +147,9 @@ class InferConfig(CatalogJobConfig):
     fit: FitSettings = Field(default_factory=FitSettings)
     gp: GPSettings = Field(default_factory=GPSettings)
     rv: RVSettings = Field(default_factory=RVSettings)
+    gpu_precision: Literal["fp32", "tf32"] = Field(
+        default="tf32", description="on GPUs: fp32, or tf32 matrix multiplies and "
+        "convolutions (Ampere and newer; 10-bit mantissa inputs, fp32 sums). CPUs: fp32")
 
     @model_validator(mode="after")
     def _quantiles(self) -> InferConfig:

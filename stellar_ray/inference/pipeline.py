@@ -79,7 +79,9 @@ class InferSummary:
 def _claim(cfg: CatalogJobConfig, claim: dict[str, str]) -> None:
     """Record which model (or templates), data and settings a catalog belongs to; refuse to
     mix."""
-    settings = cfg.model_dump(mode="json", exclude={"actors", "storage_options", "to"})
+    # what changes the rows; not how fast they come (actors, GPU precision) or where
+    settings = cfg.model_dump(mode="json", exclude={"actors", "storage_options", "to",
+                                                    "gpu_precision"})
     job = {**claim, "data": cfg.data,
            "settings_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True)
                                              .encode()).hexdigest()}

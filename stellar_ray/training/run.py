@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray
 import torch
+from ray.data.dataset import MaterializedDataset
 from ray.train import (
     Checkpoint,
     CheckpointConfig,
@@ -140,6 +142,13 @@ class PreparedData:
     train_rows: int
 
     @property
+    def streamed(self) -> bool:
+        """Whether the stored training set streams from storage every epoch (it is larger
+        than the object store's share for a run) instead of being held in the store."""
+        return self.cfg.data.simulate is None and self.cfg.data.observe is None and \
+            not isinstance(self.train, MaterializedDataset)
+
+    @property
     def storage(self) -> str:
         out = self.cfg.output
         return out if "://" in out else os.path.abspath(out)
@@ -201,7 +210,7 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
                                     **task)
         train_ds, val_ds = _split(cfg, train_ds)
         if cfg.data.observe is None:
-            train_ds = train_ds.materialize()
+            train_ds = _held(train_ds, cfg, manifest, manifest.num_rows)
     if cfg.data.validation:
         if load_manifest(cfg.data.validation, so).grid != manifest.grid:
             raise SpectraError("validation grid differs from the training grid",
@@ -210,13 +219,31 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
         val_ds = read_spectra(cfg.data.validation, columns=[c for c in columns
                                                             if c not in own],
                               storage_options=so, **task)
-    val_ds = val_ds.materialize()
+    val_rows = (load_manifest(cfg.data.validation, so).num_rows if cfg.data.validation
+                else manifest.num_rows * cfg.data.validation_fraction
+                if cfg.data.simulate is None else cfg.data.simulate.total)
+    val_ds = _held(val_ds, cfg, manifest, val_rows)
     if val_ds.count() == 0:
         raise SpectraError("no validation rows: none of data.validation_ids is in the "
                            "dataset, data.validation_column is false everywhere, or the "
                            "dataset is too small for validation_fraction",
                            file=cfg.data.source)
     return train_ds, val_ds
+
+
+#: A dataset is held in the object store for the run (read once) only if it takes at most
+#: this share of the store; larger ones stream from storage every epoch.
+OBJECT_STORE_SHARE = 0.25
+
+
+def _held(ds: Any, cfg: TrainConfig, manifest: Manifest, rows: float) -> Any:
+    """``ds`` materialised in the object store when its ~``rows`` rows fit the share of it
+    a run may take; else ``ds`` as it is, streamed (a dataset larger than the store
+    would otherwise spill to disk or fail)."""
+    columns = sum(c in FLUX_COLUMNS for c in _columns(cfg, manifest))
+    size = rows * manifest.npix * (4 * columns + 1)  # float32 per-pixel columns and a mask
+    capacity = ray.cluster_resources().get("object_store_memory", 0.0)
+    return ds.materialize() if size <= OBJECT_STORE_SHARE * capacity else ds
 
 
 def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:
@@ -357,6 +384,10 @@ def train(cfg: TrainConfig | dict | str | Path, address: str | None = None,
     run = prepare_run(cfg, callbacks=(ForwardReports(reports),))
     cfg = run.cfg
     task = card(cfg.model).task
+
+    if on_epoch is not None and run.streamed:
+        on_epoch("the training set streams from storage every epoch (it is larger than "
+                 f"{OBJECT_STORE_SHARE:.0%} of the object store)")
 
     def show(metrics: dict[str, Any], _checkpoint: Any) -> None:
         if on_epoch is not None:

@@ -12,9 +12,11 @@ from .figures import MEASURED, table
 BUDGET = (
     (io_read, ["--spectra", "2000"]),
     (simulate_rate, ["--spectra", "128"]),
-    (models_zoo, ["--batch", "64"]),
+    # the zoo's slowest (TransformerPayne, the LSTMs' FLOP counts) alone take ~8 minutes
+    (models_zoo, ["--only", "payne,specvit,resnet18_1d,cinn", "--batch", "128"]),
     (train_rate, ["--spectra", "1024", "--epochs", "2"]),
-    (infer_rate, ["--spectra", "192"]),
+    # 4,096 pixels: SpecViT on the whole LRS grid (1,450 tokens) runs ~1 spectrum/s here
+    (infer_rate, ["--spectra", "256", "--grid", "4000:5023.75:0.25"]),
     (hml, ["--teff-step", "500", "--test-spectra", "48"]),
     (dashboard, []),
 )

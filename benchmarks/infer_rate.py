@@ -34,8 +34,9 @@ from stellar_ray.models import build
 from stellar_ray.runtime import init_ray
 from stellar_ray.spectra.batch import SpectrumBatch
 from stellar_ray.spectra.dataset import DatasetWriter
+from stellar_ray.spectra.grid import WavelengthGrid
 from stellar_ray.spectra.manifest import LabelSpec, Manifest, Provenance
-from stellar_ray.spectra.presets import lrs_grid
+from stellar_ray.spectra.presets import lrs_grid, parse_grid
 
 LABELS = ["teff", "logg", "fe_h"]
 #: SpecViT at its paper's size; the cINN as the demo trains it (a ResNet-1D encoder), or with
@@ -46,10 +47,11 @@ MODELS = {"specvit": {}, "cinn": {"condition": "resnet18_1d",
                                   "transforms": 4, "hidden": [64, 64]}}
 
 
-def make_data(url: str, n: int) -> dict[str, np.ndarray]:
-    """``n`` LRS-grid spectra (random but valid) written as a dataset; returns the batch."""
+def make_data(url: str, n: int, grid: WavelengthGrid | None = None) -> dict[str, np.ndarray]:
+    """``n`` spectra (random but valid) on ``grid`` (default LRS) written as a dataset;
+    returns the batch."""
     rng = np.random.default_rng(0)
-    grid = lrs_grid()
+    grid = grid or lrs_grid()
     npix = grid.npix
     flux = (1.0 + 0.05 * rng.normal(size=(n, npix))).astype(np.float32)
     labels = {"teff": rng.uniform(4000, 7000, n), "logg": rng.uniform(1, 5, n),
@@ -66,12 +68,13 @@ def make_data(url: str, n: int) -> dict[str, np.ndarray]:
     return {"flux": flux, **labels, "snr": batch.metadata["snr"]}
 
 
-def make_artifact(url: str, name: str, batch: dict[str, np.ndarray], paper: bool = False
-                  ) -> torch.nn.Module:
-    args = {"n_labels": 3, "n_pix": lrs_grid().npix, **({} if paper else MODELS[name])}
+def make_artifact(url: str, name: str, batch: dict[str, np.ndarray], paper: bool = False,
+                  grid: WavelengthGrid | None = None) -> torch.nn.Module:
+    grid = grid or lrs_grid()
+    args = {"n_labels": 3, "n_pix": grid.npix, **({} if paper else MODELS[name])}
     model = build(name, **args).eval()
     package_model(url, model, model_name=name, model_args=args, batch=batch, labels=LABELS,
-                  grid=lrs_grid())
+                  grid=grid)
     return model
 
 
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spectra", type=int, default=256)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--grid", default="lrs", help="lrs, hrs or START:STOP:STEP (Å)")
     parser.add_argument("--paper-cinn", action="store_true",
                         help="the cINN at its paper's size instead of the demo's")
     args = parser.parse_args(argv)
@@ -110,9 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     threads = torch.get_num_threads()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = make_data(os.path.join(tmp, "data"), args.spectra)
+        grid = parse_grid(args.grid)
+        data = make_data(os.path.join(tmp, "data"), args.spectra, grid)
         warm = os.path.join(tmp, "warm")
-        make_data(warm, 64)
+        make_data(warm, 64, grid)
         # init_ray, not a bare ray.init: Ray Train's placement-group cleaner asks the State
         # API (the dashboard) whether a run's controller lives, at the address it finds on
         # its own; init_ray serves the dashboard and tells every process this cluster's
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         init_ray(num_cpus=os.cpu_count())
         for name in MODELS:
             model_url = os.path.join(tmp, f"model-{name}")
-            model = make_artifact(model_url, name, data, args.paper_cinn and name == "cinn")
+            model = make_artifact(model_url, name, data, args.paper_cinn and name == "cinn",
+                                  grid)
             bare, bare_threads = best_bare_rate(
                 lambda m=model: bare_loop(m, data["flux"], args.batch, args.samples))
             report("infer_rate", f"{name}: bare loop (the best thread count)", bare,
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                    baseline, bare)
         ray.shutdown()
     cores = os.cpu_count() or 1
-    print(f"{args.spectra} LRS spectra ({lrs_grid().npix} px), batch {args.batch}, "
+    print(f"{args.spectra} spectra on '{args.grid}' ({grid.npix} px), batch {args.batch}, "
           f"cINN {args.samples} posterior draws, {threads} threads, {cores} cores")
     print(f"{'model':10s} {'bare loop /s':>13s} {'pipeline /s':>12s} {'per core':>9s} "
           f"{'ratio':>6s} {'marginal /s':>12s} {'ratio':>6s}")

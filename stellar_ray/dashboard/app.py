@@ -102,8 +102,8 @@ def _short_name(url: str) -> str:
 
 
 def _traceable(recorded: dict | None, artifacts: dict) -> str | None:
-    """The artifact to trace catalog rows with: the recorded one if it still loads, else
-    the first given artifact of the same model."""
+    """The artifact to trace catalog rows with: None for the recorded one if it still
+    loads, else the given artifact with the recorded id, else the first given one."""
     if recorded and recorded.get("model"):
         try:
             load_artifact(recorded["model"], recorded.get("storage_options"))

@@ -56,7 +56,7 @@ def recorded_config(provenance: dict[str, Any] | None, data: str | None, model: 
     if missing:
         raise ConfigError(f"the catalog does not record its {' and '.join(missing)}: give "
                           + " and ".join(options[k] for k in missing), field=missing[0])
-    config.setdefault("to", "unused")
+    config.setdefault("to", "unused")  # nothing is written: the actor is only called
     return InferConfig.model_validate(config)
 
 

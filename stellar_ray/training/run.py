@@ -249,12 +249,13 @@ def _held(ds: Any, cfg: TrainConfig, manifest: Manifest, rows: float) -> Any:
 def _training_labels(cfg: TrainConfig, train_ds) -> np.ndarray:
     """(N, K) training labels, for the normalisation; a simulated survey's come from its prior
     without running the generator, an observed grid's from the grid without observing it
-    (unless a label is one observe draws)."""
+    (unless a label is one observe draws), a streamed dataset's from its label columns
+    alone (not a pass over its flux)."""
     if cfg.data.simulate is not None:
         sim = cfg.data.simulate
         draws = np.concatenate([shard_labels(sim, k)[0] for k in range(sim.n_shards)])
         return draws[:, [INDEX[n] for n in cfg.data.labels]].astype(float)
-    if cfg.data.observe is not None:
+    if cfg.data.observe is not None or not isinstance(train_ds, MaterializedDataset):
         source = load_manifest(cfg.data.train, cfg.data.storage_options)
         if set(cfg.data.labels) <= set(source.label_names):
             wanted = [c for c in (*cfg.data.labels, cfg.data.validation_column,

@@ -3,9 +3,10 @@ the labels (z-scored) and a standard Gaussian latent, conditioned on a learned s
 the spectrum.
 
 The flow is zuko's neural spline flow (coupling-free autoregressive rational-quadratic
-transforms, conditioned on a context vector); the summary comes from the encoder of any
-regressor of the zoo (default: ConvStem+LSTM) or, for vector data, an MLP. Trained by
-maximum likelihood (:meth:`CINN.forward` returns log p(labels | spectrum)).
+transforms, conditioned on a context vector; :mod:`.spline_flow` samples it cheaply); the
+summary comes from the encoder of any regressor of the zoo (default: ConvStem+LSTM) or, for
+vector data, an MLP. Trained by maximum likelihood (:meth:`CINN.forward` returns
+log p(labels | spectrum)).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import zuko
 from torch import nn
 
 from .preprocess import median_normalise
 from .regressor import SpectrumRegressor
+from .spline_flow import SplineFlow
 
 
 class MLPSummary(nn.Module):
@@ -53,9 +54,7 @@ class CINN(nn.Module):
         super().__init__()
         self.summary = summary
         self.n_labels = n_labels
-        self.flow = zuko.flows.NSF(features=n_labels, context=summary.summary_dim,
-                                   transforms=transforms, bins=bins,
-                                   hidden_features=tuple(hidden))
+        self.flow = SplineFlow(n_labels, summary.summary_dim, transforms, bins, hidden)
 
     def forward(self, flux: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """log p(labels | flux): (B,)."""

@@ -13,7 +13,7 @@ BUDGET = (
     (io_read, ["--spectra", "2000"]),
     (simulate_rate, ["--spectra", "128"]),
     # the zoo's slowest (TransformerPayne, the LSTMs' FLOP counts) alone take ~8 minutes
-    (models_zoo, ["--only", "payne,specvit,resnet18_1d,cinn", "--batch", "128"]),
+    (models_zoo, ["--only", "payne,specvit,resnet18_1d,cinn", "--batch", "256"]),
     (train_rate, ["--spectra", "1024", "--epochs", "2"]),
     # 4,096 pixels: SpecViT on the whole LRS grid (1,450 tokens) runs ~1 spectrum/s here
     (infer_rate, ["--spectra", "256", "--grid", "4000:5023.75:0.25"]),

@@ -1,12 +1,14 @@
 """Every model of the zoo at its paper's default size on this CPU.
 
-    python -m benchmarks.models_zoo [--batch 256] [--only specvit,cinn]
+    python -m benchmarks.models_zoo [--batch 256] [--only specvit,cinn] [--compile]
 
 For each model: parameters, forward FLOPs per spectrum (torch's FLOP counter), spectra/s of
 the forward pass in eval mode at the given batch, and the achieved GFLOP/s against an fp32
 matrix-multiply peak measured in the same run. TransformerPayne evaluates the paper's
 22,315-wavelength grid and is timed at a small batch (it costs ~0.4 TFLOP per spectrum);
 the batch used is printed. Classical baselines are fitted on random data first (no FLOPs).
+The cINN is timed whole (encoder and flow's log-density) and its encoder alone;
+``--compile`` adds the transformers and that encoder through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from stellar_ray.models import build, card, names
 #: Input sizes at the papers' defaults.
 N_PIX_REGRESSOR = 4096  # PFS-like grid of paper 003
 BATCH_OVERRIDE = {"transformer_payne": 2}
+#: The models ``--compile`` also times through torch.compile: the transformer encoders.
+COMPILED = ("specvit", "overlap_vit")
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -85,25 +89,29 @@ def make(name: str) -> torch.nn.Module:
     return model
 
 
-def measure(name: str, batch: int) -> dict:
+def measure(name: str, batch: int, compiled: bool = False, part: str | None = None) -> dict:
+    """Parameters, forward FLOPs per spectrum and spectra/s of model ``name`` (or of its
+    sub-module ``part``, e.g. the cINN's ``summary``), optionally through torch.compile."""
     model = make(name).eval()
     batch = BATCH_OVERRIDE.get(name, batch)
+    inputs = inputs_for(name, model, batch)
+    if part is not None:
+        model, inputs = getattr(model, part), inputs[:1]
     params = sum(p.numel() for p in model.parameters())
     flops = None
     if card(name).family != "classical":
-        # Counted with autograd on: without it PyTorch's fused transformer fast path runs,
-        # which the FLOP counter cannot see into.
+        # Counted with autograd on, outside torch.compile: the counter sees every op then.
         counter = FlopCounterMode(display=False)
-        small = inputs_for(name, model, 2)
+        small = tuple(t[:2] for t in inputs)
         with counter:
             model(*small)
         flops = (counter.get_total_flops() + lstm_flops(model, small)) / 2
+    run = torch.compile(model) if compiled else model
     with torch.no_grad():
-        x = inputs_for(name, model, batch)
-        model(*x)  # warm-up
+        run(*inputs)  # warm-up (and compilation)
         start, runs = time.perf_counter(), 0
         while runs < 2 or time.perf_counter() - start < 3.0:
-            model(*x)
+            run(*inputs)
             runs += 1
         rate = batch * runs / (time.perf_counter() - start)
     return {"params": params, "flops": flops, "rate": rate, "batch": batch}
@@ -114,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--only", default=",".join(
         n for n in names() if card(n).family != "hml"))  # HML: benchmarks.hml
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the transformers and the cINN's encoder through "
+                             "torch.compile (tens of seconds of compilation each)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     # the peak at the fastest thread count; the models run at that count
@@ -122,21 +133,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fp32 matmul peak on this machine: {peak:.1f} GFLOP/s ({threads} threads)")
     print(f"{'model':18s} {'params':>12s} {'GFLOP/spec':>11s} {'batch':>6s} {'spectra/s':>10s}"
           f" {'GFLOP/s':>8s} {'of peak':>8s}")
-    for name in args.only.split(","):
-        r = measure(name, args.batch)
+    rows = [(name, None, False) for name in args.only.split(",")]
+    if "cinn" in args.only.split(","):
+        rows.append(("cinn", "summary", False))  # its encoder alone
+    if args.compile:
+        rows += [(name, part, True) for name, part, _ in rows
+                 if name in COMPILED or part is not None]
+    for name, part, compiled in rows:
+        r = measure(name, args.batch, compiled, part)
+        label = name + (" encoder" if part else "") + (" compiled" if compiled else "")
         gflop = None if r["flops"] is None else r["flops"] / 1e9
         achieved = None if gflop is None else gflop * r["rate"]
-        print(f"{name:18s} {r['params']:12,d} "
+        print(f"{label:18s} {r['params']:12,d} "
               f"{'n/a' if gflop is None else f'{gflop:.3f}':>11s} {r['batch']:6d} "
               f"{r['rate']:10.1f} {'n/a' if achieved is None else f'{achieved:.1f}':>8s} "
               f"{'n/a' if achieved is None else f'{achieved / peak:.0%}':>8s}", flush=True)
         if achieved is not None:
-            report("models_zoo", f"{name} forward, batch {r['batch']}", achieved, "GFLOP/s",
+            report("models_zoo", f"{label} forward, batch {r['batch']}", achieved, "GFLOP/s",
                    f"fp32 matmul peak, {threads} threads", peak)
         else:
-            report("models_zoo", f"{name} forward, batch {r['batch']}", r["rate"],
+            report("models_zoo", f"{label} forward, batch {r['batch']}", r["rate"],
                    "spectra/s")
-
 
 if __name__ == "__main__":
     main()

@@ -192,6 +192,28 @@ def test_cinn_recovers_a_linear_gaussian_posterior():
     assert post["quantiles"].shape == (3, 64, p)
 
 
+def test_the_vit_layer_is_torchs_pre_norm_layer_written_out():
+    """SpecViT's encoder layer has the parameters of nn.TransformerEncoderLayer (pre-norm,
+    GELU) under the same names and gives the same outputs and gradients, in inference
+    (where torch's own layer takes its fused fast path) and in training."""
+    from stellar_ray.models.vit import PreNormLayer
+
+    torch.manual_seed(0)
+    ref = torch.nn.TransformerEncoderLayer(64, 4, 256, 0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+    layer = PreNormLayer(64, 4, 0.0)
+    layer.load_state_dict(ref.state_dict())  # strict: the same names and shapes
+    x = torch.randn(3, 17, 64)
+    for mode in ("eval", "train"):
+        getattr(ref, mode)(), getattr(layer, mode)()
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), ref(x), rtol=1e-5, atol=1e-5)
+    layer(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    for a, b in zip(layer.parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("features", [1, 3, 6])
 def test_the_cinn_flow_computes_what_zukos_nsf_does(features):
     """The cINN's flow (context taken once per spectrum, softmax written out) is zuko's NSF:

@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bare-spectra", type=int, default=1024,
                         help="the bare loop's rate is taken over the first N spectra")
     parser.add_argument("--grid", default="lrs", help="lrs, hrs or START:STOP:STEP (Å)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated, of " + ", ".join(MODELS))
     parser.add_argument("--paper-cinn", action="store_true",
                         help="the cINN at its paper's size instead of the demo's")
     args = parser.parse_args(argv)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         # its own; init_ray serves the dashboard and tells every process this cluster's
         # address
         init_ray(num_cpus=os.cpu_count())
-        for name in MODELS:
+        for name in args.models.split(","):
             model_url = os.path.join(tmp, f"model-{name}")
             model = make_artifact(model_url, name, data, args.paper_cinn and name == "cinn",
                                   grid)

@@ -501,7 +501,7 @@ def infer_command(
     to: Annotated[str | None, typer.Option("--to", help="URL of the catalog")] = None,
     config: Annotated[Path | None, typer.Option(
         help="inference YAML (see jobs/configs/); arguments given here win")] = None,
-    mode: Annotated[str | None, typer.Option(help="auto, predict or fit")] = None,
+    mode: Annotated[str | None, typer.Option(help="auto, predict, fit or gp")] = None,
     max_actors: Annotated[int | None, typer.Option(help="upper bound of the pool")] = None,
     batch_size: Annotated[int | None, typer.Option(help="spectra per model call")] = None,
     address: Address = None,

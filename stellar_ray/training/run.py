@@ -194,14 +194,14 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
     so = cfg.data.storage_options
     task = {"num_cpus": cfg.data.cpus_per_task}
     columns = _columns(cfg, manifest)
-    val_ds = None
     if cfg.data.simulate is not None:
         sim = cfg.data.simulate
         # lazy: the generator runs again for every epoch
         train_ds = simulated_dataset(sim, columns, task)
-        n_val = max(1, round(cfg.data.validation_fraction * sim.total))
+        val_rows = max(1, round(cfg.data.validation_fraction * sim.total))
         val_ds = simulated_dataset(sim.model_copy(update={"seed": sim.seed + 1,
-                                                          "n_spectra": n_val}), columns, task)
+                                                          "n_spectra": val_rows}), columns,
+                                   task)
     else:
         if cfg.data.observe is not None:  # lazy: observed again (same draws) every epoch
             train_ds = observed_dataset(cfg.data.observe, cfg.data.train, columns, so, task)
@@ -209,19 +209,19 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
             train_ds = read_spectra(cfg.data.train, columns=columns, storage_options=so,
                                     **task)
         train_ds, val_ds = _split(cfg, train_ds)
+        val_rows = manifest.num_rows * cfg.data.validation_fraction
         if cfg.data.observe is None:
             train_ds = _held(train_ds, cfg, manifest, manifest.num_rows)
     if cfg.data.validation:
-        if load_manifest(cfg.data.validation, so).grid != manifest.grid:
+        validation = load_manifest(cfg.data.validation, so)
+        if validation.grid != manifest.grid:
             raise SpectraError("validation grid differs from the training grid",
                                file=cfg.data.validation)
         own = {cfg.data.train_column, cfg.data.repeat_column}  # the training set's columns
         val_ds = read_spectra(cfg.data.validation, columns=[c for c in columns
                                                             if c not in own],
                               storage_options=so, **task)
-    val_rows = (load_manifest(cfg.data.validation, so).num_rows if cfg.data.validation
-                else manifest.num_rows * cfg.data.validation_fraction
-                if cfg.data.simulate is None else cfg.data.simulate.total)
+        val_rows = validation.num_rows
     val_ds = _held(val_ds, cfg, manifest, val_rows)
     if val_ds.count() == 0:
         raise SpectraError("no validation rows: none of data.validation_ids is in the "
@@ -236,12 +236,16 @@ def _datasets(cfg: TrainConfig, manifest: Manifest) -> tuple[Any, Any]:
 OBJECT_STORE_SHARE = 0.25
 
 
+def _pixel_columns(cfg: TrainConfig, manifest: Manifest) -> int:
+    """How many float32 per-pixel columns (flux, sigma, model flux) the run reads."""
+    return sum(c in FLUX_COLUMNS for c in _columns(cfg, manifest))
+
+
 def _held(ds: Any, cfg: TrainConfig, manifest: Manifest, rows: float) -> Any:
     """``ds`` materialised in the object store when its ~``rows`` rows fit the share of it
     a run may take; else ``ds`` as it is, streamed (a dataset larger than the store
     would otherwise spill to disk or fail)."""
-    columns = sum(c in FLUX_COLUMNS for c in _columns(cfg, manifest))
-    size = rows * manifest.npix * (4 * columns + 1)  # float32 per-pixel columns and a mask
+    size = rows * manifest.npix * (4 * _pixel_columns(cfg, manifest) + 1)  # and a mask
     capacity = ray.cluster_resources().get("object_store_memory", 0.0)
     return ds.materialize() if size <= OBJECT_STORE_SHARE * capacity else ds
 
@@ -299,7 +303,7 @@ def _in_memory(data: PreparedData) -> bool:
     cfg = data.cfg
     if cfg.data.simulate is not None or cfg.data.observe is not None:
         return False
-    columns = sum(c in FLUX_COLUMNS for c in _columns(cfg, data.manifest))
+    columns = _pixel_columns(cfg, data.manifest)
     held = shard_bytes(data.train_rows, data.manifest.npix, columns, cfg.scaling.num_workers) \
         + shard_bytes(data.validation.count(), data.manifest.npix, columns, 1)
     return held <= cfg.data.cache_bytes

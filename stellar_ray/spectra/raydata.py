@@ -165,9 +165,10 @@ def read_spectra(
     read_args.setdefault("override_num_blocks", max(1, len(source.records)))
     ds = ray.data.read_datasource(source, **read_args)
     # Ray Data's per-operator reservation holds back half of the CPUs for operators to
-    # come; a read alone then runs about one task at a time on a 2-CPU node (0.47 of a raw
-    # pyarrow read per core measured, 0.77 without it). With actors downstream the
-    # inference rate is the same either way (measured), so reads never reserve.
+    # come; a read alone then runs about one task at a time on a 2-CPU node (0.33 of a raw
+    # pyarrow read per core measured by benchmarks.io_read, 0.59 without it). With actors
+    # downstream the inference rate is the same either way (measured), so reads never
+    # reserve.
     ds.context.op_resource_reservation_enabled = False
     return ds
 

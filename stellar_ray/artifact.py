@@ -301,8 +301,10 @@ def is_artifact(url: str, storage_options: dict | None = None) -> bool:
     return bool(fs.exists(join(base, "integrity.json")))
 
 
-def _read_checked(url: str, storage_options: dict | None) -> tuple[dict[str, bytes], str]:
-    """Every file of the artifact, each checked against its SHA-256; and the artifact id."""
+def _read_checked(url: str, storage_options: dict | None, only: str | None = None
+                  ) -> tuple[dict[str, bytes], str]:
+    """Every file of the artifact (or only the file ``only``), each checked against its
+    SHA-256; and the artifact id."""
     fs, base = resolve(url, storage_options)
     try:
         integrity = json.loads(read_bytes(fs, join(base, "integrity.json")))
@@ -310,6 +312,8 @@ def _read_checked(url: str, storage_options: dict | None) -> tuple[dict[str, byt
         raise ModelError("no model artifact here (missing integrity.json)", where=url) from err
     data = {}
     for entry in integrity["files"]:
+        if only is not None and entry["path"] != only:
+            continue
         blob = read_bytes(fs, join(base, entry["path"]))
         if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
             raise ChecksumError("file does not match its recorded SHA-256",
@@ -332,6 +336,14 @@ def _metadata(blob: bytes, url: str) -> ArtifactMetadata:
     except ValidationError as err:
         raise ModelError(f"metadata.json does not describe an artifact: {err}",
                          where=url) from err
+
+
+def read_metadata(url: str, storage_options: dict | None = None) -> ArtifactMetadata:
+    """The artifact's metadata alone (checked against its SHA-256), without its weights."""
+    data, _ = _read_checked(url, storage_options, only="metadata.json")
+    if "metadata.json" not in data:
+        raise ModelError("integrity.json lists no metadata.json", where=url)
+    return _metadata(data["metadata.json"], url)
 
 
 def load_artifact(url: str, storage_options: dict | None = None,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import stellar_ray as sr
-from stellar_ray.artifact import ARTIFACT_VERSION
+from stellar_ray.artifact import ARTIFACT_VERSION, read_metadata
 from stellar_ray.errors import ChecksumError, ModelError
 from stellar_ray.models import build, card
 
@@ -55,11 +55,14 @@ def test_metadata_is_typed_with_units_and_the_reference_reruns(tmp_path):
 
 def test_a_changed_file_and_an_unknown_version_are_refused(tmp_path):
     url = _package(tmp_path, "payne")
+    # the metadata alone (the dashboard's way to pick an inference mode) is the full load's
+    assert read_metadata(url) == sr.load_artifact(url).metadata
     meta_path = tmp_path / "payne" / "metadata.json"
     original = meta_path.read_bytes()
     meta_path.write_bytes(original.replace(b'"payne"', b'"bigpayne"'))
-    with pytest.raises(ChecksumError, match="metadata.json"):
-        sr.load_artifact(url)
+    for load in (sr.load_artifact, read_metadata):
+        with pytest.raises(ChecksumError, match="metadata.json"):
+            load(url)
     # a consistent artifact of another metadata version: hashes rewritten to match
     meta = json.loads(original)
     meta["artifact_version"] = ARTIFACT_VERSION + 1
@@ -70,9 +73,10 @@ def test_a_changed_file_and_an_unknown_version_are_refused(tmp_path):
         entry["sha256"] = hashlib.sha256((tmp_path / "payne" / entry["path"])
                                          .read_bytes()).hexdigest()
     integrity_path.write_text(json.dumps(integrity))
-    with pytest.raises(ModelError, match=f"metadata version {ARTIFACT_VERSION + 1}.*reads "
-                       f"version {ARTIFACT_VERSION}"):
-        sr.load_artifact(url)
+    for load in (sr.load_artifact, read_metadata):
+        with pytest.raises(ModelError, match=f"metadata version {ARTIFACT_VERSION + 1}.*"
+                           f"reads version {ARTIFACT_VERSION}"):
+            load(url)
 
 
 def test_an_emulator_gives_its_spectra_in_physical_units(tmp_path):

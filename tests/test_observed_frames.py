@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from scipy.special import ndtr
 from typer.testing import CliRunner
 
 from stellar_ray.artifact import load_artifact
@@ -146,22 +147,28 @@ def test_shifted_spectra_get_the_labels_of_unshifted_ones(surveys, ridge):
 
 def test_a_higher_resolution_dataset_on_another_grid_runs_through_the_model(surveys, ridge,
                                                                             tmp_path):
-    """The rest-frame stars observed at R = 20,000 on a log-linear grid (2.6 pixels per
-    resolution element): degraded to the model's R = 6,500 and rebinned onto its grid, they
-    get the labels of the R = 6,500 observations within their errors; a dataset at lower
-    resolution than the model's is refused with a message that says so."""
+    """The noise-free stars observed at R = 20,000 on a log-linear grid (2.6 pixels per
+    resolution element), degraded to the model's R = 6,500 and rebinned onto its grid, get
+    the labels of the same stars observed at R = 6,500 to within 0.2 of the model's errors
+    at S/N 50: the matching's own error (1.1 % wider lines before its kernel left room for
+    the pixel boxes: [Fe/H] 0.4 of them low). Noise-free, because noise would hide it:
+    the ridge's median normalisation shifts its labels with S/N (teff by −0.6 σ between
+    S/N 50 and the degraded spectra's higher S/N, measured). A dataset at lower resolution
+    than the model's is refused with a message that says so."""
     hires = {"mode": "TEST", "grid": {"arms": [ArmGrid.constant_resolution(
         "r", 4990.0, 5510.0, 20_000.0, 2.6).model_dump(exclude_none=True)]},
         "arms": [{"name": "r", "lo": 4990.0, "hi": 5510.0, "resolving_power": 20_000.0}]}
-    survey(tmp_path / "hires", 48, seed=2, instrument=hires)
+    survey(tmp_path / "hires", 12, seed=3, instrument=hires, noise=False)
     run("infer", ridge, str(tmp_path / "hires"), "--to", str(tmp_path / "cat"))
-    rest, high = _rows(str(surveys["root"] / "cat-rest")), _rows(str(tmp_path / "cat"))
-    ids = sorted(rest)
+    run("infer", ridge, surveys["templates"], "--to", str(tmp_path / "cat-native"))
+    native, high = _rows(str(tmp_path / "cat-native")), _rows(str(tmp_path / "cat"))
+    noisy = _rows(str(surveys["root"] / "cat-rest"))  # the same model at S/N 50
+    ids = sorted(native)
     assert sorted(high) == ids and all(high[i]["flags"] & CatalogFlag.RESAMPLED for i in ids)
     for label in LABELS3:
-        err = np.array([rest[i][f"{label}_err"] for i in ids])
-        pull = np.array([high[i][label] - rest[i][label] for i in ids]) / err
-        assert np.median(np.abs(pull)) < 1.0, (label, pull)
+        err = np.median([row[f"{label}_err"] for row in noisy.values()])
+        diff = np.array([high[i][label] - native[i][label] for i in ids])
+        assert np.abs(diff).max() < 0.2 * err, (label, diff / err)
     lowres = make_instrument(5000.0, 0.5, 1001, 3000.0)
     survey(tmp_path / "lowres", 4, seed=2, instrument=lowres)
     out = CliRunner().invoke(app, ["infer", ridge, str(tmp_path / "lowres"),
@@ -171,10 +178,12 @@ def test_a_higher_resolution_dataset_on_another_grid_runs_through_the_model(surv
 
 
 def test_matching_conserves_lines_and_propagates_noise():
-    """A Gaussian line at R = 20,000, degraded to R = 6,500 and rebinned onto 0.25 Å pixels:
-    its equivalent width is kept to 0.1 %, its width is the quadrature sum of the model's
-    LSF and the pixel, and a spectrum at +150 km/s lands at rest; σ propagated by the
-    operator matches the scatter of 400 noise draws to 5 %."""
+    """A Gaussian line at R = 20,000, integrated over its pixels as a detector does,
+    degraded to R = 6,500 and rebinned onto 0.25 Å pixels: its equivalent width is kept to
+    0.1 %, its width is the quadrature sum of the model's LSF and the pixel to 0.5 % (the
+    source's pixel boxes are taken out of the kernel; 0.2 % measured, left by the discrete
+    grids), and a spectrum at +150 km/s lands at rest; σ propagated by the operator matches
+    the scatter of 400 noise draws to 5 %."""
     src = WavelengthGrid(arms=[ArmGrid.constant_resolution("a", 5000.0, 5200.0, 20_000, 3)])
     tgt = WavelengthGrid(arms=[ArmGrid.linear_range("b", 5010.0, 5190.0, 0.25)])
     matcher = GridMatcher.between(
@@ -184,8 +193,12 @@ def test_matching_conserves_lines_and_propagates_noise():
     w, wt, centre = src.wavelength(), tgt.wavelength(), 5100.0
     sigma_lsf = centre / 20_000 / 2.3548
 
+    edges = np.concatenate([[1.5 * w[0] - 0.5 * w[1]], 0.5 * (w[1:] + w[:-1]),
+                            [1.5 * w[-1] - 0.5 * w[-2]]])
+
     def line(at: float) -> np.ndarray:
-        return 1 - 0.5 * np.exp(-0.5 * ((w - at) / sigma_lsf) ** 2)
+        inside = np.diff(ndtr((edges - at) / sigma_lsf)) / np.diff(edges)
+        return 1 - 0.5 * np.sqrt(2 * np.pi) * sigma_lsf * inside
 
     rv = np.array([0.0, 150.0])
     flux = np.stack([line(centre), line(centre * (1 + 150.0 / 299_792.458))])
@@ -199,7 +212,7 @@ def test_matching_conserves_lines_and_propagates_noise():
     np.testing.assert_allclose(mean, centre, atol=0.01 * 0.25)  # 1 % of a pixel
     width = np.sqrt((depth * (wt - mean[:, None]) ** 2).sum(1) / depth.sum(1))
     want = np.sqrt((centre / 6500 / 2.3548) ** 2 + 0.25**2 / 12)
-    np.testing.assert_allclose(width, want, rtol=0.02)  # the source's pixels add a little
+    np.testing.assert_allclose(width, want, rtol=0.005)
     rng = np.random.default_rng(0)
     noisy = 1 + 0.01 * rng.normal(size=(400, w.size))
     got, sig, _ = matcher.apply(noisy, np.full_like(noisy, 0.01), np.zeros(noisy.shape,

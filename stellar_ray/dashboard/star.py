@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..artifact import load_artifact
+from ..artifact import read_metadata
 from ..errors import ConfigError
 from ..inference.config import InferConfig
 from ..inference.fit import EmulatorFitter, pixel_weights
 from ..inference.pipeline import ACTORS, inference_mode
+from ..models.registry import card
 from ..quantities import C_KMS, doppler_factor
 from .lookup import SpectrumLookup
 
@@ -66,8 +67,8 @@ class StarInspector:
     def __init__(self, config: InferConfig) -> None:
         self.config = config
         self.lookup = SpectrumLookup(config.data, config.storage_options)
-        self.mode = inference_mode(config, load_artifact(config.model,
-                                                         config.storage_options))
+        metadata = read_metadata(config.model, config.storage_options)
+        self.mode = inference_mode(config, card(metadata.model).task)  # the actor loads it
         self._actor: Any = None
         self._lock = threading.Lock()
 

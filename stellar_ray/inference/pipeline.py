@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..artifact import Artifact, load_artifact
 from ..config_files import load_config
 from ..errors import ConfigError, SpectraError
+from ..models.tasks import Task
 from ..quantities import default_unit
 from ..runtime import init_ray
 from ..spectra.catalog import CatalogWriter
@@ -149,9 +150,9 @@ def _why_unreadable(cfg: CatalogJobConfig, manifest: Manifest, shard: str) -> st
 ACTORS = {"predict": Predictor, "fit": EmulatorFitter, "gp": GPMinimizer}
 
 
-def inference_mode(cfg: InferConfig, artifact: Artifact) -> str:
-    """The inference mode: the configured one, or the task's default for ``auto``."""
-    task = artifact.task
+def inference_mode(cfg: InferConfig, task: Task) -> str:
+    """The inference mode for a model of ``task``: the configured one, or the task's
+    default for ``auto``."""
     mode = task.modes[0] if cfg.mode == "auto" else cfg.mode
     if mode not in task.modes:
         raise ConfigError(f"this {task.family} cannot run in mode '{mode}': use mode "
@@ -221,7 +222,7 @@ def infer(cfg: InferConfig | dict | str | Path, address: str | None = None,
     manifest = load_manifest(cfg.data, cfg.storage_options)
     artifact = load_artifact(cfg.model, cfg.storage_options)  # checks it before any work
     _check_frame(cfg, artifact, manifest)
-    mode = inference_mode(cfg, artifact)
+    mode = inference_mode(cfg, artifact.task)
     job = CatalogJob(actor=ACTORS[mode], claim={"artifact_id": artifact.artifact_id,
                                                  "mode": mode},
                      producer=f"stellar-ray infer ({mode})",

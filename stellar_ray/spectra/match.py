@@ -22,7 +22,7 @@ from ..errors import SpectraError
 from ..quantities import doppler_factor
 from .grid import WavelengthGrid
 from .resample import Resampler
-from .resolution import FWHM_PER_SIGMA, PIXELS_PER_SIGMA, Resolution, fwhm_ln, gaussian_rows
+from .resolution import FWHM_PER_SIGMA, Resolution, fwhm_ln, working_kernel
 from .schema import UNUSABLE, MaskBit
 
 #: An output pixel needs this share of its weight from usable input pixels.
@@ -83,12 +83,8 @@ class GridMatcher:
                                      resamples, where)
         if kernel_sigma is None:
             return cls(wave_t, wave_s, None, False, resamples)
-        x_in = np.log(wave_s)
-        step = max(float(kernel_sigma.min()) / PIXELS_PER_SIGMA,
-                   0.5 * float(np.median(np.diff(x_in))))
-        x = np.arange(x_in[0], x_in[-1] + 0.5 * step, step)
+        x, kernel = working_kernel(np.log(wave_s), kernel_sigma)
         work = np.exp(x)
-        kernel = gaussian_rows(x, np.interp(x, x_in, kernel_sigma))
         pre = (kernel @ Resampler.between(wave_s, work).weights).tocsr()
         return cls(wave_t, work, pre, True, True)
 

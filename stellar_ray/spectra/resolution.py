@@ -77,14 +77,10 @@ def degrade(wave_a: np.ndarray, flux: np.ndarray, sigma: np.ndarray, mask: np.nd
         raise SpectraError(f"cannot sharpen: the spectrum's resolving power is {have:.0f} "
                            f"somewhere, below the target {target_resolving_power:.0f}",
                            file=where, field="degrade_to")
-    kernel_sigma = np.sqrt(np.clip(target**2 - width_in**2, 0.0, None)) / FWHM_PER_SIGMA
-    step = max(float(kernel_sigma.min()) / PIXELS_PER_SIGMA,
-               0.5 * float(np.median(np.diff(x_in))))
-    x = np.arange(x_in[0], x_in[-1] + 0.5 * step, step)
+    x, kernel = working_kernel(
+        x_in, np.sqrt(np.clip(target**2 - width_in**2, 0.0, None)) / FWHM_PER_SIGMA)
     wave = np.exp(x)
     flux_u, sigma_u, mask_u = Resampler.between(wave_a, wave).apply(flux, sigma, mask)
-    s = np.interp(x, x_in, kernel_sigma)
-    kernel = gaussian_rows(x, s)
     usable = ((mask_u & np.uint8(UNUSABLE)) == 0).astype(np.float64)
     weight = kernel @ usable  # the rows sum to 1: the usable share of each kernel
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -97,6 +93,28 @@ def degrade(wave_a: np.ndarray, flux: np.ndarray, sigma: np.ndarray, mask: np.nd
     out_flux = np.where(thin, 0.0, out_flux)
     out_sigma = np.where(thin, np.inf, out_sigma)
     return wave, out_flux, out_sigma, out_mask
+
+
+def working_kernel(x_in: np.ndarray, difference_sigma: np.ndarray
+                   ) -> tuple[np.ndarray, sp.csr_matrix]:
+    """(uniform ln λ working grid x (M,), Gaussian rows (M, M) on it) for a degradation
+    whose LSFs differ by ``difference_sigma`` (N,), σ in ln λ at the input's pixels
+    ``x_in`` (N,) = ln λ.
+
+    The grid has :data:`PIXELS_PER_SIGMA` steps per kernel σ, never finer than half the
+    input's median pixel. Three pixel boxes also broaden the lines on the way, each adding
+    its width²/12 to the variance: the input pixel the detector integrated over, the same
+    pixel again when its value is spread flux-conservingly over the working grid, and the
+    working step when that grid is rebinned onto the output; the kernel leaves them room,
+    so that lines leave at the target's width (without it: 1.1 % wider from R 20,000 at 2.6
+    pixels per FWHM, 6.6 % from R 8,000 at 2.5, measured through a 6,500 model's grid). An
+    output pixel's own box is the output's, as the simulator's pixels have theirs."""
+    step = max(float(difference_sigma.min()) / PIXELS_PER_SIGMA,
+               0.5 * float(np.median(np.diff(x_in))))
+    x = np.arange(x_in[0], x_in[-1] + 0.5 * step, step)
+    boxes = (2.0 * np.gradient(x_in) ** 2 + step**2) / 12.0
+    sigma = np.sqrt(np.clip(difference_sigma**2 - boxes, 0.0, None))
+    return x, gaussian_rows(x, np.interp(x, x_in, sigma))
 
 
 def gaussian_rows(x: np.ndarray, s: np.ndarray) -> sp.csr_matrix:
